@@ -1,0 +1,170 @@
+"""The patch registry: what a patch is, how it is checked, applied and reported."""
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+REINSTALL_HINT = "pip install --force-reinstall --no-deps solo-learn==1.0.2"
+
+
+class PatchError(RuntimeError):
+    """A patch could not be applied: the solo-learn in use is not the one we patch."""
+
+
+class PatchStatus(str, enum.Enum):
+    APPLIED = "applied"
+    NOT_NEEDED = "not needed"
+    FAILED = "failed"
+
+
+@dataclass
+class Patch:
+    """One fix to solo-learn 1.0.2.
+
+    Attributes:
+        name: short name, also the module name under ``patches/``.
+        summary: one line: what is broken without the fix.
+        upstream: ``{"module:Qual.name": sha256}`` of each upstream function the
+            patch replaces, hashed from its dedented source in solo-learn 1.0.2.
+            The patch is applied only when every target is present with exactly
+            that source; all targets absent means upstream dropped the code and
+            the patch is not needed; anything else fails.
+        apply: replaces the targets; called at most once per process.
+        needed: optional check for patches without upstream targets (the
+            ``pl_bolts`` import): returns False when the defect is absent.
+    """
+
+    name: str
+    summary: str
+    upstream: Dict[str, str]
+    apply: Callable[[], None]
+    needed: Optional[Callable[[], bool]] = None
+    status: Optional[PatchStatus] = field(default=None, repr=False)
+    reason: str = field(default="", repr=False)
+
+
+PATCHES: List[Patch] = []
+
+
+def register(patch: Patch) -> Patch:
+    """Adds ``patch`` to :data:`PATCHES` (call it at the patch's own definition)."""
+    if any(p.name == patch.name for p in PATCHES):
+        raise ValueError(f"patch {patch.name!r} is registered twice")
+    PATCHES.append(patch)
+    return patch
+
+
+def resolve(target: str):
+    """Returns the object named ``"package.module:Qual.name"``, or None if absent."""
+    module_name, _, qualname = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def source_sha256(obj) -> str:
+    """sha256 of an object's dedented source (staticmethods are unwrapped)."""
+    obj = getattr(obj, "__func__", obj)
+    source = textwrap.dedent(inspect.getsource(obj))
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def replace(owner, attribute: str, new) -> None:
+    """Puts ``new`` at ``owner.attribute``, keeping the upstream object on ``new``."""
+    new.__unmix_upstream__ = inspect.getattr_static(owner, attribute, None)
+    setattr(owner, attribute, new)
+
+
+def _check(patch: Patch) -> tuple[PatchStatus | None, str]:
+    """Returns (status, reason) before applying; status None means: apply it."""
+    if patch.needed is not None:
+        return (None, "") if patch.needed() else (PatchStatus.NOT_NEEDED, "defect absent")
+    found = {t: resolve(t) for t in patch.upstream}
+    present = [t for t, obj in found.items() if obj is not None]
+    if not present:
+        return PatchStatus.NOT_NEEDED, "upstream code no longer present"
+    if len(present) < len(found):
+        missing = sorted(set(found) - set(present))
+        return PatchStatus.FAILED, f"upstream changed: {', '.join(missing)} missing"
+    for target, obj in found.items():
+        try:
+            sha = source_sha256(obj)
+        except (OSError, TypeError):
+            return PatchStatus.FAILED, f"no source for {target}"
+        if sha != patch.upstream[target]:
+            return PatchStatus.FAILED, f"upstream source of {target} is not solo-learn 1.0.2's"
+    return None, ""
+
+
+def _apply_one(patch: Patch) -> None:
+    status, reason = _check(patch)
+    if status is None:
+        try:
+            patch.apply()
+        except Exception as err:  # a failed patch is reported, never half-silent
+            status, reason = PatchStatus.FAILED, f"{type(err).__name__}: {err}"
+        else:
+            status = PatchStatus.APPLIED
+    patch.status, patch.reason = status, reason
+
+
+def apply_all() -> List[Patch]:
+    """Applies every registered patch once per process and returns them with statuses.
+
+    The patches that make ``import solo`` possible run first (registration order),
+    then solo is imported and the rest replace its functions in place, so code that
+    imported solo before us runs the patched functions too.
+    """
+    _load_patch_modules()
+    for patch in PATCHES:
+        if patch.status is None:
+            _apply_one(patch)
+    return PATCHES
+
+
+def patch_statuses() -> Dict[str, PatchStatus]:
+    """``{patch name: status}`` after :func:`apply_all`."""
+    return {p.name: p.status for p in apply_all()}
+
+
+def ensure_applied() -> None:
+    """Applies all patches; raises a one-line :class:`PatchError` if any failed."""
+    failed = [p for p in apply_all() if p.status is PatchStatus.FAILED]
+    if failed:
+        p = failed[0]
+        raise PatchError(
+            f"solo-learn patch {p.name!r} failed ({p.reason}); unmix_ext needs solo-learn 1.0.2: "
+            f"run `{REINSTALL_HINT}` (or `make install`), then `python -m unmix_ext.patches`"
+        )
+
+
+# Order matters: the import shims come first, since every other patch imports solo.
+PATCH_MODULES = (
+    "pl_bolts_scheduler",
+    "validation_epoch_end",
+    "momentum_batch_end",
+    "knn_metric",
+    "wmse_cholesky",
+    "dino_clip_gradients",
+    "knn_num_classes",
+    "dino_teacher_warmup",
+    "deepclusterv2_empty_targets",
+    "linear_topk",
+    "lars_closure",
+)
+
+
+def _load_patch_modules() -> None:
+    for name in PATCH_MODULES:
+        importlib.import_module(f"unmix_ext.patches.{name}")

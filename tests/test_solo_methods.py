@@ -1,0 +1,59 @@
+"""Every solo-learn 1.0.2 method trains on today's stack through our patches."""
+import math
+
+import pytest
+import torch
+
+SSL_METHODS = (
+    "barlow_twins", "byol", "deepclusterv2", "dino", "mocov2plus", "nnbyol", "nnclr",
+    "nnsiam", "ressl", "simclr", "simsiam", "swav", "vicreg", "wmse",
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_registry_holds_the_fourteen_methods():
+    from solo.methods import METHODS
+
+    assert set(SSL_METHODS) <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", SSL_METHODS)
+def test_method_trains_two_steps(name, build_method, fit_two_steps):
+    model = build_method(name)
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+
+    losses, trainer = fit_two_steps(model)
+
+    assert trainer.global_step == 2
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
+    after = list(model.encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.isfinite(p).all() for p in after)
+    # the patched validation hook logged the online classifier and the kNN
+    assert {"val_acc1", "val_loss", "val_knn_acc1"} <= set(trainer.callback_metrics)
+
+
+def test_linear_model_trains_two_steps(fit_two_steps, labelled_loader):
+    import pytorch_lightning as pl
+    from solo.methods.linear import LinearModel
+    from torchvision.models import resnet18
+
+    backbone = resnet18()
+    backbone.fc = torch.nn.Identity()
+    model = LinearModel(
+        backbone=backbone, num_classes=4, max_epochs=2, batch_size=8, optimizer="sgd",
+        lars=False, lr=0.1, weight_decay=0.0, exclude_bias_n_norm=False,
+        extra_optimizer_args={"momentum": 0.9}, scheduler="warmup_cosine",
+    )
+    frozen = [p.detach().clone() for p in backbone.parameters()]
+    head = model.classifier.weight.detach().clone()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(model, labelled_loader, labelled_loader)
+
+    assert trainer.global_step == 2
+    assert not torch.equal(head, model.classifier.weight)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, backbone.parameters()))
+    assert math.isfinite(float(trainer.callback_metrics["val_loss"]))
