@@ -1,0 +1,404 @@
+"""Recipe loading: types, defaults, include, overrides, hash and one-line errors."""
+
+import json
+
+import pytest
+import yaml
+
+from unmix_ext.config import (
+    DATASET_DEFAULTS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    load_config,
+    resolved_method,
+    validate,
+)
+
+KNOWN = ("simclr", "simclr_unmix", "byol", "swav", "swav_unmix", "mocov2plus", "mocov2plus_unmix")
+
+FULL = {
+    "name": "simclr-cifar10",
+    "method": "simclr",
+    "backbone": {"name": "resnet18", "kwargs": {"zero_init_residual": True}},
+    "method_kwargs": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "temperature": 0.2},
+    "data": {
+        "dataset": "cifar10",
+        "train_path": "./datasets",
+        "val_path": "./datasets",
+        "format": "image_folder",
+        "num_workers": 2,
+        "fraction": 0.5,
+        "download": True,
+    },
+    "augmentations": [
+        {
+            "crop_size": 32,
+            "num_crops": 2,
+            "min_scale": 0.08,
+            "max_scale": 1,
+            "brightness": 0.4,
+            "contrast": 0.4,
+            "saturation": 0.2,
+            "hue": 0.1,
+            "color_jitter_prob": 0.8,
+            "gray_scale_prob": 0.2,
+            "gaussian_prob": 0.0,
+            "solarization_prob": 0.1,
+            "horizontal_flip_prob": 0.5,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        }
+    ],
+    "optimizer": {
+        "name": "lars",
+        "batch_size": 256,
+        "lr": 1,
+        "classifier_lr": 0.1,
+        "weight_decay": 1.0e-5,
+        "kwargs": {"eta": 0.02},
+    },
+    "scheduler": {"name": "step", "warmup_epochs": 0, "warmup_start_lr": 0, "min_lr": 0, "lr_decay_steps": [50, 80]},
+    "checkpoint": {"enabled": True, "dir": "ckpt", "frequency": 5},
+    "auto_resume": True,
+    "wandb": {"enabled": True, "project": "p", "offline": False},
+    "max_epochs": 100,
+    "max_steps": 1000,
+    "devices": [0, 1],
+    "num_nodes": 1,
+    "strategy": "ddp",
+    "precision": 16,
+    "seed": 7,
+    "scale": "smoke",
+    "eval": {
+        "linear": {
+            "enabled": True,
+            "max_epochs": 90,
+            "lr": 0.2,
+            "batch_size": 512,
+            "scheduler": "cosine",
+            "lr_decay_steps": None,
+            "weight_decay": 0,
+        },
+        "knn": {"enabled": False, "k": 20, "temperature": 0.07},
+    },
+    "unmix": {
+        "enabled": True,
+        "alpha": 0.5,
+        "prob": 0.3,
+        "per_sample": True,
+        "lam": 0.7,
+        "view": 1,
+        "symmetric": False,
+        "target_side": "online",
+    },
+}
+
+MINIMAL = {"method": "simclr", "data": {"dataset": "cifar10"}}
+
+
+def _write(path, data):
+    """Write ``data`` as YAML (a string is written as it is) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _merged(base, over):
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _error(call, *args, **kwargs):
+    """The message of the ConfigError ``call`` raises, checked to be one line."""
+    with pytest.raises(ConfigError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --------------------------------------------------------------------------- #
+# Valid recipes
+# --------------------------------------------------------------------------- #
+
+
+def test_full_recipe_loads_with_types(tmp_path):
+    cfg = load_config(_write(tmp_path / "full.yaml", FULL), known_methods=KNOWN)
+    assert isinstance(cfg, Config)
+    assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
+    assert cfg.optimizer.weight_decay == pytest.approx(1e-5)
+    assert cfg.optimizer.kwargs == {"eta": 0.02}
+    assert cfg.augmentations[0].max_scale == 1.0 and isinstance(cfg.augmentations[0].max_scale, float)
+    assert cfg.augmentations[0].mean == [0.5, 0.5, 0.5]  # given values win over the dataset's
+    assert cfg.scheduler.lr_decay_steps == [50, 80]
+    assert cfg.precision == "16-mixed"  # Lightning 1 int mapped to the Lightning 2 name
+    assert cfg.devices == [0, 1] and cfg.max_steps == 1000 and cfg.strategy == "ddp"
+    assert cfg.eval.linear.scheduler == "cosine" and cfg.eval.knn.k == 20
+    assert cfg.unmix.lam == 0.7 and cfg.unmix.view == 1 and cfg.unmix.target_side == "online"
+    assert cfg.name == "simclr-cifar10" and cfg.scale == "smoke" and cfg.auto_resume is True
+    assert resolved_method(cfg) == "simclr_unmix"
+
+
+def test_defaults_filled(tmp_path):
+    cfg = load_config(_write(tmp_path / "min.yaml", {"method": "byol", "data": {"dataset": "stl10"}}))
+    stl10 = DATASET_DEFAULTS["stl10"]
+    (group,) = cfg.augmentations
+    assert group.mean == list(stl10.mean) and group.std == list(stl10.std) and group.crop_size == 96
+    assert group.num_crops == 2
+    assert cfg.unmix.enabled is False and cfg.unmix.alpha == 1.0 and cfg.unmix.prob == 0.5
+    assert cfg.unmix.lam is None and cfg.unmix.view == 0 and cfg.unmix.target_side == "both"
+    assert cfg.wandb.offline is True and cfg.wandb.enabled is False
+    assert cfg.eval.knn.k == 200 and cfg.eval.knn.temperature == 0.1
+    assert cfg.max_steps == -1 and cfg.precision == "32-true" and cfg.scale == "full"
+    assert cfg.data.download is False and cfg.data.fraction == 1.0
+    assert cfg.name == "byol-stl10"
+    assert resolved_method(cfg) == "byol"
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASET_DEFAULTS))
+def test_every_dataset_has_valid_defaults(dataset):
+    cfg = config_from_dict({"method": "simclr", "data": {"dataset": dataset}})
+    stats = DATASET_DEFAULTS[dataset]
+    assert len(stats.mean) == len(stats.std) == 3
+    assert cfg.augmentations[0].crop_size == stats.crop_size
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    cfg = load_config(_write(tmp_path / "r.yaml", "method: simclr\ndata: {dataset: cifar10}\noptimizer: {lr: 1e-3}\n"))
+    assert cfg.optimizer.lr == pytest.approx(1e-3)
+
+
+# --------------------------------------------------------------------------- #
+# include
+# --------------------------------------------------------------------------- #
+
+
+def test_include_relative_path_and_override(tmp_path):
+    base = {
+        "method": "simclr",
+        "data": {"dataset": "cifar10", "num_workers": 8},
+        "optimizer": {"name": "sgd", "lr": 0.5},
+        "augmentations": [{"num_crops": 1}, {"num_crops": 1, "min_scale": 0.2}],
+    }
+    _write(tmp_path / "base" / "cifar.yaml", base)
+    child = {
+        "include": "base/cifar.yaml",
+        "data": {"num_workers": 2},
+        "optimizer": {"lr": 0.1},
+        "augmentations": [{"num_crops": 2}],
+    }
+    cfg = load_config(_write(tmp_path / "child.yaml", child))
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.1  # mappings merge
+    assert cfg.data.dataset == "cifar10" and cfg.data.num_workers == 2
+    assert [g.num_crops for g in cfg.augmentations] == [2]  # lists are replaced
+
+
+def test_include_absolute_path(tmp_path):
+    base = _write(tmp_path / "elsewhere" / "base.yaml", MINIMAL)
+    cfg = load_config(_write(tmp_path / "r" / "child.yaml", {"include": str(base), "seed": 3}))
+    assert cfg.method == "simclr" and cfg.seed == 3
+
+
+def test_include_chain_resolves_each_path_from_its_own_file(tmp_path):
+    _write(tmp_path / "a" / "b" / "root.yaml", {**MINIMAL, "seed": 1, "max_epochs": 10})
+    _write(tmp_path / "a" / "mid.yaml", {"include": "b/root.yaml", "seed": 2, "optimizer": {"lr": 0.2}})
+    cfg = load_config(_write(tmp_path / "top.yaml", {"include": "a/mid.yaml", "seed": 3}))
+    assert (cfg.seed, cfg.max_epochs, cfg.optimizer.lr) == (3, 10, 0.2)
+
+
+def test_include_cycle_is_an_error(tmp_path):
+    _write(tmp_path / "a.yaml", {"include": "b.yaml", **MINIMAL})
+    _write(tmp_path / "b.yaml", {"include": "a.yaml"})
+    message = _error(load_config, tmp_path / "a.yaml")
+    assert message.startswith("include: cycle") and "a.yaml" in message and "b.yaml" in message
+
+
+def test_missing_included_file(tmp_path):
+    message = _error(load_config, _write(tmp_path / "r.yaml", {"include": "nope.yaml", **MINIMAL}))
+    assert message.startswith("include: file not found") and "nope.yaml" in message
+
+
+def test_missing_recipe_file(tmp_path):
+    message = _error(load_config, tmp_path / "absent.yaml")
+    assert message.startswith("recipe: file not found") and "absent.yaml" in message
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "method: simclr\ndata:\n  dataset: cifar10\n  x: [1, 2\n")
+    message = _error(load_config, path)
+    assert message.startswith(f"{path}:") and "YAML syntax error" in message
+    line = int(message[len(str(path)) + 1 :].split(":")[0])
+    assert 4 <= line <= 5  # PyYAML reports the unclosed list at its end
+
+
+# --------------------------------------------------------------------------- #
+# Overrides
+# --------------------------------------------------------------------------- #
+
+
+def test_dotted_overrides(tmp_path):
+    path = _write(tmp_path / "r.yaml", FULL)
+    cfg = load_config(
+        path,
+        [
+            "unmix.alpha=0.5",
+            "optimizer.lr=1e-3",
+            "scale=full",
+            "augmentations.0.crop_size=28",
+            "checkpoint.enabled=false",
+            "unmix.lam=null",
+            "devices=[2, 3]",
+            "method_kwargs.temperature=0.5",
+            "backbone.kwargs.extra.depth=3",  # free mappings grow new keys
+            "precision=bf16",
+        ],
+    )
+    assert cfg.unmix.alpha == 0.5 and cfg.optimizer.lr == pytest.approx(1e-3)
+    assert cfg.scale == "full" and cfg.augmentations[0].crop_size == 28
+    assert cfg.checkpoint.enabled is False and cfg.unmix.lam is None and cfg.devices == [2, 3]
+    assert cfg.method_kwargs["temperature"] == 0.5 and cfg.backbone.kwargs["extra"] == {"depth": 3}
+    assert cfg.precision == "bf16-mixed"
+
+
+def test_override_creates_a_section_absent_from_the_recipe(tmp_path):
+    cfg = load_config(_write(tmp_path / "r.yaml", MINIMAL), ["unmix.enabled=true", "wandb.project=x"])
+    assert resolved_method(cfg) == "simclr_unmix" and cfg.wandb.project == "x"
+
+
+@pytest.mark.parametrize(
+    "override, starts",
+    [
+        ("optimizer.lr", "override 'optimizer.lr': expected key=value"),
+        ("optimizer.lrr=1", "optimizer.lrr: unknown key; did you mean optimizer.lr?"),
+        ("max_epoch=3", "max_epoch: unknown top-level key; did you mean max_epochs?"),
+        ("augmentations.4.crop_size=32", "augmentations.4: no such item"),
+        ("augmentations.first.crop_size=32", "augmentations.first:"),
+        ("scale.level=1", "scale.level:"),
+        ("optimizer.lr=[oops", "override optimizer.lr:1:"),
+        ("optimizer.lr=abc", "optimizer.lr: expected a number, got 'abc'"),
+        ("optimizer.lr=.inf", "optimizer.lr: expected a finite number, got inf"),
+        ("include=other.yaml", "include: only a recipe file"),
+    ],
+)
+def test_bad_override(tmp_path, override, starts):
+    message = _error(load_config, _write(tmp_path / "r.yaml", FULL), [override])
+    assert message.startswith(starts)
+
+
+# --------------------------------------------------------------------------- #
+# Errors in a recipe
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "change, starts",
+    [
+        ({"max_epoch": 10}, "max_epoch: unknown top-level key; did you mean max_epochs?"),
+        ({"optimizer": {"lrr": 0.1}}, "optimizer.lrr: unknown key; did you mean optimizer.lr?"),
+        ({"augmentations": [{"crop_siz": 32}]}, "augmentations.0.crop_siz: unknown key; did you mean"),
+        ({"optimizer": {"lr": "abc"}}, "optimizer.lr: expected a number, got 'abc'"),
+        ({"optimizer": {"batch_size": 8.5}}, "optimizer.batch_size: expected an integer"),
+        ({"unmix": {"enabled": "yes please"}}, "unmix.enabled: expected true or false"),
+        ({"optimizer": 3}, "optimizer: expected a mapping"),
+        ({"augmentations": [{"mean": [0.5, "x", 0.5]}]}, "augmentations.0.mean.1: expected a number"),
+        ({"optimizer": {"lr": -1}}, "optimizer.lr: must be > 0, got -1"),
+        ({"optimizer": {"batch_size": 1}}, "optimizer.batch_size: must be >= 2, got 1"),
+        ({"unmix": {"alpha": 0}}, "unmix.alpha: must be > 0, got 0"),
+        ({"unmix": {"prob": 2}}, "unmix.prob: must be in [0, 1], got 2"),
+        ({"unmix": {"lam": 1.5}}, "unmix.lam: must be in [0, 1], got 1.5"),
+        ({"unmix": {"view": 2}}, "unmix.view: expected one of 0, 1, got 2"),
+        ({"unmix": {"target_side": "x"}}, "unmix.target_side: expected one of both, online, got 'x'"),
+        ({"max_epochs": 0}, "max_epochs: must be >= 1, got 0"),
+        ({"max_steps": 0}, "max_steps: must be -1 (no limit) or >= 1"),
+        ({"data": {"fraction": 0}}, "data.fraction: must be in (0, 1], got 0"),
+        ({"data": {"dataset": "cifar"}}, "data.dataset: expected one of"),
+        ({"precision": "fp8"}, "precision: expected one of"),
+        ({"precision": 8}, "precision: expected one of"),
+        ({"optimizer": {"name": "adam"}}, "optimizer.name: expected one of sgd, lars, adamw, got 'adam'"),
+        ({"scheduler": {"name": "poly"}}, "scheduler.name: expected one of"),
+        ({"scheduler": {"name": "step", "lr_decay_steps": None}}, "scheduler.lr_decay_steps: required"),
+        ({"scheduler": {"lr_decay_steps": [80, 50]}}, "scheduler.lr_decay_steps: must be"),
+        ({"eval": {"knn": {"temperature": 0}}}, "eval.knn.temperature: must be > 0"),
+        ({"eval": {"linear": {"scheduler": "step", "lr_decay_steps": []}}}, "eval.linear.lr_decay_steps: "),
+        ({"augmentations": [{"min_scale": 0.9, "max_scale": 0.5}]}, "augmentations.0.min_scale: must be <="),
+        ({"augmentations": [{"std": [0.2, 0.0, 0.2]}]}, "augmentations.0.std: must be"),
+        ({"augmentations": [{"mean": [0.5], "std": [0.2, 0.2, 0.2]}]}, "augmentations.0.mean: must have"),
+        ({"augmentations": []}, "augmentations: must list at least one crop group"),
+        ({"devices": 0}, "devices: must be a count >= 1"),
+        ({"devices": "gpu"}, "devices: must be 'auto'"),
+        ({"strategy": "dp"}, "strategy: expected one of"),
+        ({"scale": "tiny"}, "scale: expected one of full, smoke"),
+        ({"method": "simclr_unmix", "unmix": {"enabled": False}}, "unmix.enabled: false contradicts method"),
+    ],
+)
+def test_recipe_error_names_key_path(tmp_path, change, starts):
+    message = _error(load_config, _write(tmp_path / "r.yaml", _merged(FULL, change)), known_methods=KNOWN)
+    assert message.startswith(starts)
+
+
+@pytest.mark.parametrize(
+    "data, starts",
+    [
+        ({"data": {"dataset": "cifar10"}}, "method: missing required key"),
+        ({"method": "simclr"}, "data.dataset: missing required key; one of cifar10"),
+    ],
+)
+def test_missing_required_key(data, starts):
+    assert _error(config_from_dict, data).startswith(starts)
+
+
+def test_unknown_method_suggests_known_names(tmp_path):
+    path = _write(tmp_path / "r.yaml", {**MINIMAL, "method": "simclrr"})
+    message = _error(load_config, path, known_methods=KNOWN)
+    assert message.startswith("method: unknown method 'simclrr'") and "simclr" in message.split(";")[1]
+    load_config(path)  # without a known set the name is not checked here
+
+
+def test_method_without_unmix_variant_is_reported_with_resolved_name():
+    message = _error(config_from_dict, {**MINIMAL, "method": "byol", "unmix": {"enabled": True}}, KNOWN)
+    assert message.startswith("method: unknown method 'byol_unmix'")
+
+
+def test_validate_catches_values_edited_after_loading():
+    cfg = config_from_dict(MINIMAL)
+    cfg.optimizer.batch_size = 1
+    assert _error(validate, cfg).startswith("optimizer.batch_size: must be >= 2")
+
+
+# --------------------------------------------------------------------------- #
+# Method resolution and hash
+# --------------------------------------------------------------------------- #
+
+
+def test_unmix_enabled_resolves_to_variant(tmp_path):
+    cfg = load_config(_write(tmp_path / "r.yaml", MINIMAL), ["unmix.enabled=true"], known_methods=KNOWN)
+    assert resolved_method(cfg) == "simclr_unmix"
+
+
+def test_unmix_suffix_in_method_enables_unmix_and_hashes_the_same():
+    suffixed = config_from_dict({"method": "swav_unmix", "data": {"dataset": "cifar10"}}, KNOWN)
+    flagged = config_from_dict({"method": "swav", "data": {"dataset": "cifar10"}, "unmix": {"enabled": True}})
+    assert suffixed.unmix.enabled is True and resolved_method(suffixed) == "swav_unmix"
+    assert config_hash(suffixed) == config_hash(flagged)
+
+
+def test_config_hash_ignores_key_order_and_tracks_values(tmp_path):
+    forward = load_config(_write(tmp_path / "a.yaml", FULL))
+    backward = load_config(_write(tmp_path / "b.yaml", dict(reversed(list(FULL.items())))))
+    assert config_hash(forward) == config_hash(backward)
+    assert len(config_hash(forward)) == 12 and int(config_hash(forward), 16) >= 0
+    changed = load_config(tmp_path / "a.yaml", ["unmix.alpha=0.25"])
+    assert config_hash(changed) != config_hash(forward)
+
+
+def test_resolved_dict_round_trips():
+    cfg = config_from_dict(FULL)
+    as_dict = config_to_dict(cfg)
+    json.dumps(as_dict)  # plain data, ready for results.json
+    again = config_from_dict(as_dict)
+    assert again == cfg and config_hash(again) == config_hash(cfg)
