@@ -1,0 +1,970 @@
+"""Image datasets read from their standard on-disk formats.
+
+Nothing here downloads unless the caller passes ``download=True``; every
+loader reads the files exactly as the dataset's release (or torchvision's
+downloader) lays them out:
+
+============== =================================================================
+name           what ``root`` must hold
+============== =================================================================
+cifar10        ``cifar-10-batches-py/``: pickled ``data_batch_1..5``,
+               ``test_batch``, ``batches.meta``
+cifar100       ``cifar-100-python/``: pickled ``train``, ``test``, ``meta``
+stl10          ``stl10_binary/``: ``train_X.bin``, ``train_y.bin``,
+               ``test_X.bin``, ``test_y.bin``, ``unlabeled_X.bin``
+tiny_imagenet  ``tiny-imagenet-200/``: ``wnids.txt``,
+               ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``,
+               ``val/val_annotations.txt``
+imagenet       ``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``
+imagenet100    as imagenet, plus a class list (one wnid per line)
+fashion_mnist  the four IDX files, plain or gzipped, in ``root`` or in
+               ``root/FashionMNIST/raw/`` (torchvision's download folder)
+image_folder   ``train/<class>/*`` and ``val/<class>/*``, or one folder
+============== =================================================================
+
+For cifar*, stl10 and tiny_imagenet, ``root`` may also be the named folder
+itself (e.g. ``.../cifar-10-batches-py``).
+
+Every dataset yields ``(image, target)``: ``image`` a PIL image in mode RGB
+(Fashion-MNIST's 28x28 greyscale is converted to RGB by repeating the grey
+value, since the pretraining pipelines expect 3 channels; ``rgb=False`` keeps
+mode ``L``), or whatever ``transform`` makes of it; ``target`` an int class
+index, -1 for an unlabeled image (STL-10's unlabeled split, a folder of images
+without class folders).
+
+Splits: ``train``, ``val`` (the official test or validation set) and
+``pretrain`` (train, plus the unlabeled images for STL-10).
+
+Corrupt or truncated files in folder datasets (``on_corrupt``): a folder
+dataset of at most :data:`VERIFY_UPFRONT_MAX` images (after ``fraction``) is
+decoded in full when it is built (hidden files and folders, such as macOS's
+``._x.JPEG``, are never read), so ``"skip"`` drops the unreadable files
+with one warning (their count and the first one) and ``"error"`` names the
+first one. A larger dataset (ImageNet) is checked lazily, as each image is
+read: ``"error"`` raises naming the file, ``"skip"`` serves the next readable
+image in its place, warns once per process with the first path, and lists the
+skipped paths in ``dataset.skipped``. ``verify="upfront"`` or ``"lazy"``
+forces either behaviour. Images whose shorter side is below ``min_size`` are
+an error in both modes.
+
+Every error is one line, a :class:`DataError` (a ``ValueError``; missing
+paths are :class:`DataNotFoundError`, also a ``FileNotFoundError``), naming
+the argument or config key (``root_key``) and the path and layout expected.
+
+Example::
+
+    ds = build_dataset("cifar10", "/data", "train", fraction=0.1, root_key="data.train_path")
+    image, target = ds[0]          # PIL.Image 32x32 RGB, int in [0, 10)
+    DATASETS["cifar10"].mean       # normalisation constants, per RGB channel
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import gzip
+import math
+import numbers
+import os
+import pickle
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torchvision
+from PIL import Image
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "pretrain")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+ON_CORRUPT = ("error", "skip")
+VERIFY_MODES = ("auto", "upfront", "lazy")
+#: folder datasets up to this many images are decoded in full when built
+VERIFY_UPFRONT_MAX = 10_000
+#: default class list of imagenet100, relative to its root
+IMAGENET100_CLASS_LIST = "imagenet100.txt"
+#: where Debian's dataset-fashion-mnist package installs the IDX files
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+# what PIL raises on a file that is truncated, corrupt or not an image
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A dataset argument, directory or file is wrong.
+
+    The message is always one line: it names the argument or config key, the
+    path, and what was expected there.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A dataset root or one of its expected files does not exist."""
+
+
+class CorruptImageError(DataError):
+    """An image file cannot be decoded (truncated, corrupt, or not an image)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# dataset objects
+
+
+class LabelledDataset(Dataset):
+    """``(image, target)`` pairs read from disk.
+
+    Attributes:
+        targets: int64 array (N,), class index per sample, -1 if unlabeled.
+        classes: class names; ``targets`` index into them.
+        source: the directory the samples were read from (for messages).
+        transform: callable applied to each PIL image, or None.
+    """
+
+    def __init__(self, items: np.ndarray, targets: Sequence[int], classes: Sequence[str], source: Path) -> None:
+        self._items = items
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = list(classes)
+        self.source = source
+        self.transform: Callable[[Image.Image], Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, target = self._read(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+    def select(self, indices: np.ndarray) -> None:
+        """Keeps only the samples at ``indices`` (int array), in that order."""
+        self._items = self._items[indices]
+        self.targets = self.targets[indices]
+
+    def check(self, min_size: int | None) -> None:
+        """Checks the images before use; raises :class:`DataError`."""
+        raise NotImplementedError
+
+    def _read(self, index: int) -> tuple[Image.Image, int]:
+        raise NotImplementedError
+
+
+class ArrayDataset(LabelledDataset):
+    """Images stored in uint8 arrays (CIFAR, STL-10, Fashion-MNIST).
+
+    ``parts[p][row]`` is one image in its storage layout; ``to_image`` turns it
+    into a PIL image. Item i of the dataset is the pair ``(p, row)`` in
+    ``items[i]`` (int array (N, 2)), so a split may join several files.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[Any],
+        items: np.ndarray,
+        targets: Sequence[int],
+        classes: Sequence[str],
+        source: Path,
+        image_size: int,
+        to_image: Callable[[np.ndarray], Image.Image],
+    ) -> None:
+        super().__init__(items, targets, classes, source)
+        self._parts = parts
+        self._image_size = image_size
+        self._to_image = to_image
+
+    def check(self, min_size: int | None) -> None:
+        if min_size is not None and self._image_size < min_size:
+            size = self._image_size
+            raise DataError(
+                f"min_size: images in {self.source} are {size}x{size} pixels, smaller than min_size={min_size}"
+            )
+
+    def _read(self, index: int) -> tuple[Image.Image, int]:
+        part, row = self._items[index]
+        return self._to_image(self._parts[part][row]), int(self.targets[index])
+
+
+def _rows(part: int, count: int) -> np.ndarray:
+    """ArrayDataset items (count, 2) for rows 0..count-1 of one part."""
+    return np.stack([np.full(count, part, dtype=np.int64), np.arange(count, dtype=np.int64)], axis=1)
+
+
+def _decode(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()  # decode now, so a truncated file fails here and not in a transform
+        return image.convert("RGB")
+
+
+class FileDataset(LabelledDataset):
+    """One image file per sample (Tiny ImageNet, ImageNet, image folders).
+
+    See the module docstring for ``on_corrupt`` and ``verify``. ``skipped``
+    lists the unreadable files left out so far.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        targets: Sequence[int],
+        classes: Sequence[str],
+        source: Path,
+        key: str,
+        on_corrupt: str = "error",
+        verify: str = "auto",
+    ) -> None:
+        if on_corrupt not in ON_CORRUPT:
+            raise DataError(f"on_corrupt: must be one of {', '.join(map(repr, ON_CORRUPT))}; got {on_corrupt!r}")
+        if verify not in VERIFY_MODES:
+            raise DataError(f"verify: must be one of {', '.join(map(repr, VERIFY_MODES))}; got {verify!r}")
+        super().__init__(np.array(paths, dtype=object), targets, classes, source)
+        self.key = key
+        self.on_corrupt = on_corrupt
+        self.verify = verify
+        self.min_size: int | None = None
+        self.skipped: list[str] = []
+        self._first_reason = ""
+        self._warned = False
+
+    def check(self, min_size: int | None) -> None:
+        self.min_size = min_size
+        if self.verify == "upfront" or (self.verify == "auto" and len(self) <= VERIFY_UPFRONT_MAX):
+            self._verify_all()
+
+    def _verify_all(self) -> None:
+        readable = [index for index, path in enumerate(self._items) if self._load(path) is not None]
+        if self.skipped:
+            self._warned = True
+            warnings.warn(
+                f"{self.key}: skipped {len(self.skipped)} unreadable image file(s) under {self.source}; "
+                f"first: {self.skipped[0]} ({self._first_reason})",
+                stacklevel=4,
+            )
+        if not readable:
+            raise DataError(f"{self.key}: every image under {self.source} is unreadable; first: {self.skipped[0]}")
+        self.select(np.array(readable, dtype=np.int64))
+
+    def _read(self, index: int) -> tuple[Image.Image, int]:
+        # with on_corrupt="skip", an unreadable file is replaced by the next readable one
+        for offset in range(len(self)):
+            current = (index + offset) % len(self)
+            image = self._load(self._items[current])
+            if image is not None:
+                return image, int(self.targets[current])
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self.key}: skipping unreadable image {self.skipped[0]} ({self._first_reason}); later ones "
+                    "in this process are skipped without a warning and listed in dataset.skipped",
+                    stacklevel=3,
+                )
+        raise DataError(f"{self.key}: every image under {self.source} is unreadable; first: {self.skipped[0]}")
+
+    def _load(self, path: str) -> Image.Image | None:
+        """The RGB image at ``path``; None if unreadable and on_corrupt="skip" (then it joins ``skipped``)."""
+        try:
+            image = _decode(path)
+        except _UNREADABLE as exc:
+            if self.on_corrupt == "error":
+                raise self._corrupt(path, exc) from None
+            if not self.skipped:
+                self._first_reason = _first_line(exc)
+            if path not in self.skipped:
+                self.skipped.append(path)
+            return None
+        self._check_size(path, image)
+        return image
+
+    def _corrupt(self, path: str, exc: BaseException) -> CorruptImageError:
+        return CorruptImageError(
+            f"{self.key}: {path} cannot be read as an image ({_first_line(exc)}); "
+            "delete it or pass on_corrupt='skip'"
+        )
+
+    def _check_size(self, path: str, image: Image.Image) -> None:
+        if self.min_size is not None and min(image.size) < self.min_size:
+            width, height = image.size
+            raise DataError(f"min_size: {path} is {width}x{height} pixels, smaller than min_size={self.min_size}")
+
+
+# ---------------------------------------------------------------------------
+# registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is and where its files are.
+
+    Attributes:
+        title: name used in messages, e.g. "CIFAR-10".
+        layout: the expected files, with ``{root}`` for the root directory.
+        num_classes: classes of the real dataset.
+        image_size: native side in pixels; None where it varies per image.
+        mean, std: per-channel RGB normalisation constants, in [0, 1] units.
+        load: ``load(site, split, **options) -> LabelledDataset``.
+        options: dataset-specific keyword options that ``load`` accepts.
+        download: ``download(root)`` fetching the files, or None.
+        default_root: used when the caller gives no root, or None.
+    """
+
+    title: str
+    layout: str
+    num_classes: int
+    image_size: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    load: Callable[..., LabelledDataset]
+    options: tuple[str, ...] = ()
+    download: Callable[[Path], None] | None = None
+    default_root: Path | None = None
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+@dataclass(frozen=True)
+class _Site:
+    """The root being read, its config key and its spec: what errors need."""
+
+    root: Path
+    key: str
+    spec: DatasetSpec
+
+    def fail(self, problem: str, error: type[DataError] = DataError) -> DataError:
+        layout = self.spec.layout.format(root=self.root)
+        hint = " (or pass download=True)" if error is DataNotFoundError and self.spec.download is not None else ""
+        return error(f"{self.key}: {problem}; expected {self.spec.title} {layout}{hint}")
+
+    def require(self, path: Path) -> Path:
+        if not path.exists():
+            raise self.fail(f"{self.root} has no {path.relative_to(self.root)}", DataNotFoundError)
+        return path
+
+
+def _base(root: Path, folder: str) -> Path:
+    """The release's top folder: ``root/folder``, or root itself when it is that folder."""
+    return root if root.name == folder else root / folder
+
+
+def _torchvision_download(class_name: str, **kwargs: Any) -> Callable[[Path], None]:
+    def download(root: Path) -> None:
+        # looked up at call time, so the downloader can be replaced in tests
+        getattr(torchvision.datasets, class_name)(str(root), download=True, **kwargs)
+
+    return download
+
+
+def _unknown_name(name: str) -> DataError:
+    known = ", ".join(DATASETS)
+    close = difflib.get_close_matches(str(name), DATASETS, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return DataError(f"dataset: unknown name {name!r}; known: {known}{suggestion}")
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``; raises :class:`DataError` naming the closest known name."""
+    if name not in DATASETS:
+        raise _unknown_name(name)
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 (the python pickles, as torchvision downloads them)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, strings and numpy arrays only: the files are data, never code."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR file never does")
+        return super().find_class(module, name)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def _unpickle(site: _Site, path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            # latin1: the release was pickled by Python 2, whose str holds the raw image bytes
+            entry = _CifarUnpickler(file, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise site.fail(f"{path} is not a readable CIFAR pickle ({_first_line(exc)})") from None
+    if not isinstance(entry, dict):
+        raise site.fail(f"{path} holds a {type(entry).__name__}, not a dict")
+    return {_text(key): value for key, value in entry.items()}
+
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    names_key: str
+    labels_key: str
+
+
+def _entry_field(site: _Site, entry: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in entry:
+        raise site.fail(f"{path} has no {key!r} entry (it has {', '.join(sorted(entry))})")
+    return entry[key]
+
+
+def _check_labels(site: _Site, labels: np.ndarray, num_classes: int, path: Path) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise site.fail(f"{path} has labels in [{labels.min()}, {labels.max()}], outside [0, {num_classes})")
+
+
+def _load_cifar(site: _Site, split: str, fmt: _CifarFormat) -> ArrayDataset:
+    base = _base(site.root, fmt.folder)
+    meta_path = site.require(base / fmt.meta)
+    classes = [_text(name) for name in _entry_field(site, _unpickle(site, meta_path), fmt.names_key, meta_path)]
+    batches, labels = [], []
+    for name in fmt.test if split == "val" else fmt.train:
+        path = site.require(base / name)
+        entry = _unpickle(site, path)
+        data = np.asarray(_entry_field(site, entry, "data", path), dtype=np.uint8)
+        batch_labels = np.asarray(_entry_field(site, entry, fmt.labels_key, path), dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(batch_labels) != len(data):
+            raise site.fail(
+                f"{path} holds data of shape {data.shape} and {len(batch_labels)} labels; "
+                "expected (N, 3072) and N labels"
+            )
+        _check_labels(site, batch_labels, len(classes), path)
+        batches.append(data)
+        labels.append(batch_labels)
+    # each row is the red, green then blue plane, each 32x32 in row-major order
+    images = np.ascontiguousarray(np.concatenate(batches).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    targets = np.concatenate(labels)
+    return ArrayDataset([images], _rows(0, len(targets)), targets, classes, base, 32, Image.fromarray)
+
+
+DATASETS["cifar10"] = DatasetSpec(
+    title="CIFAR-10",
+    layout="in torchvision's format: {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
+    num_classes=10,
+    image_size=32,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    load=functools.partial(
+        _load_cifar,
+        fmt=_CifarFormat(
+            folder="cifar-10-batches-py",
+            train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+            test=("test_batch",),
+            meta="batches.meta",
+            names_key="label_names",
+            labels_key="labels",
+        ),
+    ),
+    download=_torchvision_download("CIFAR10"),
+)
+
+DATASETS["cifar100"] = DatasetSpec(
+    title="CIFAR-100",
+    layout="in torchvision's format: {root}/cifar-100-python/ with train, test, meta",
+    num_classes=100,
+    image_size=32,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    load=functools.partial(
+        _load_cifar,
+        fmt=_CifarFormat(
+            folder="cifar-100-python",
+            train=("train",),
+            test=("test",),
+            meta="meta",
+            names_key="fine_label_names",
+            labels_key="fine_labels",
+        ),
+    ),
+    download=_torchvision_download("CIFAR100"),
+)
+
+
+# ---------------------------------------------------------------------------
+# STL-10 (binary release)
+
+_STL_SIDE = 96
+_STL_BYTES = 3 * _STL_SIDE * _STL_SIDE
+_STL_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
+
+class _BinImages:
+    """The images of one STL-10 ``*_X.bin`` file, memory-mapped on first use.
+
+    ``self[row]`` is a uint8 array (3, 96, 96) indexed [channel, column, row]:
+    the file stores each channel column-major. The map is not pickled, so
+    DataLoader workers each open their own instead of copying gigabytes.
+    """
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+        self._map: np.ndarray | None = None
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, 3, _STL_SIDE, _STL_SIDE))
+        return self._map[row]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_map": None}
+
+
+def _stl_image(chw_transposed: np.ndarray) -> Image.Image:
+    # [channel, column, row] -> [row, column, channel]
+    return Image.fromarray(np.ascontiguousarray(chw_transposed.transpose(2, 1, 0)))
+
+
+def _stl_images(site: _Site, path: Path) -> _BinImages:
+    size = site.require(path).stat().st_size
+    if size % _STL_BYTES:
+        raise site.fail(f"{path} has {size} bytes, not a multiple of {_STL_BYTES} (3x96x96 uint8 images)")
+    return _BinImages(path, size // _STL_BYTES)
+
+
+def _stl_labels(site: _Site, path: Path, count: int, num_classes: int) -> np.ndarray:
+    labels = np.fromfile(site.require(path), dtype=np.uint8).astype(np.int64) - 1  # the file counts from 1
+    if len(labels) != count:
+        raise site.fail(f"{path} has {len(labels)} labels for {count} images")
+    _check_labels(site, labels, num_classes, path)
+    return labels
+
+
+def _load_stl10(site: _Site, split: str) -> ArrayDataset:
+    base = _base(site.root, "stl10_binary")
+    names_path = base / "class_names.txt"
+    classes = names_path.read_text().split() if names_path.exists() else list(_STL_CLASSES)
+    prefix = "test" if split == "val" else "train"
+    parts = [_stl_images(site, base / f"{prefix}_X.bin")]
+    targets = [_stl_labels(site, base / f"{prefix}_y.bin", parts[0].count, len(classes))]
+    if split == "pretrain":
+        parts.append(_stl_images(site, base / "unlabeled_X.bin"))
+        targets.append(np.full(parts[1].count, -1, dtype=np.int64))
+    items = np.concatenate([_rows(i, part.count) for i, part in enumerate(parts)])
+    return ArrayDataset(parts, items, np.concatenate(targets), classes, base, _STL_SIDE, _stl_image)
+
+
+DATASETS["stl10"] = DatasetSpec(
+    title="STL-10",
+    layout=(
+        "in its binary format: {root}/stl10_binary/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
+        "unlabeled_X.bin"
+    ),
+    num_classes=10,
+    image_size=_STL_SIDE,
+    mean=(0.4467, 0.4398, 0.4066),
+    std=(0.2603, 0.2566, 0.2713),
+    load=_load_stl10,
+    download=_torchvision_download("STL10", split="train+unlabeled"),
+)
+
+
+# ---------------------------------------------------------------------------
+# Fashion-MNIST (IDX files)
+
+_IDX_UBYTE = 0x08  # IDX type code of unsigned bytes
+_FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+)
+
+
+def _find_idx(site: _Site, name: str) -> Path:
+    for folder in (site.root, site.root / "FashionMNIST" / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise site.fail(f"{site.root} has no {name} nor {name}.gz", DataNotFoundError)
+
+
+def _read_idx(site: _Site, path: Path, ndim: int) -> np.ndarray:
+    """The uint8 array (N, ...) of an IDX file with ``ndim`` dimensions (gzipped if named .gz)."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise site.fail(f"{path} cannot be read ({_first_line(exc)})") from None
+    expected_magic = (_IDX_UBYTE << 8) | ndim
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise site.fail(f"{path} starts with magic number {magic:#010x}, not {expected_magic:#010x}")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + math.prod(shape):
+        raise site.fail(f"{path} has {len(raw) - header} data bytes; its header {shape} needs {math.prod(shape)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _grey_image(pixels: np.ndarray, rgb: bool) -> Image.Image:
+    grey = Image.fromarray(pixels, mode="L")
+    return grey.convert("RGB") if rgb else grey
+
+
+def _load_fashion_mnist(site: _Site, split: str, rgb: bool = True) -> ArrayDataset:
+    prefix = "t10k" if split == "val" else "train"
+    images_path = _find_idx(site, f"{prefix}-images-idx3-ubyte")
+    labels_path = _find_idx(site, f"{prefix}-labels-idx1-ubyte")
+    images = _read_idx(site, images_path, 3)
+    labels = _read_idx(site, labels_path, 1).astype(np.int64)
+    if len(labels) != len(images):
+        raise site.fail(f"{labels_path} has {len(labels)} labels for the {len(images)} images of {images_path}")
+    _check_labels(site, labels, len(_FASHION_CLASSES), labels_path)
+
+    source, side = images_path.parent, images.shape[1]
+    to_image = functools.partial(_grey_image, rgb=rgb)
+    return ArrayDataset([images], _rows(0, len(labels)), labels, _FASHION_CLASSES, source, side, to_image)
+
+
+DATASETS["fashion_mnist"] = DatasetSpec(
+    title="Fashion-MNIST",
+    layout=(
+        "as IDX files (plain or .gz): {root}/train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, or the same under {root}/FashionMNIST/raw/ "
+        "(Debian package dataset-fashion-mnist)"
+    ),
+    num_classes=10,
+    image_size=28,
+    # the grey statistics, repeated since images are served as RGB
+    mean=(0.2860, 0.2860, 0.2860),
+    std=(0.3530, 0.3530, 0.3530),
+    load=_load_fashion_mnist,
+    options=("rgb",),
+    download=_torchvision_download("FashionMNIST"),
+    default_root=FASHION_MNIST_ROOT,
+)
+
+
+# ---------------------------------------------------------------------------
+# folder datasets: Tiny ImageNet, ImageNet, ImageNet-100, any image folder
+
+_FOLDER_OPTIONS = ("on_corrupt", "verify")
+
+
+def _is_image_name(name: str) -> bool:
+    # hidden names are skipped: macOS copies leave "._x.JPEG" files and ".ipynb_checkpoints" folders
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _image_files(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively, following links, hidden ones skipped), sorted."""
+    found = []
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found += [os.path.join(directory, name) for name in names if _is_image_name(name)]
+    return sorted(found)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """Class folders: the non-hidden subfolders, sorted."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _labelled_files(
+    site: _Site, folder: Path, names: Sequence[str], classes: Sequence[str], image_dir: str = ""
+) -> tuple[list[str], list[int]]:
+    """Files of ``folder/<name>/<image_dir>`` for each name, labelled by the name's index in ``classes``."""
+    index = {name: i for i, name in enumerate(classes)}
+    paths: list[str] = []
+    targets: list[int] = []
+    for name in names:
+        class_dir = site.require(folder / name / image_dir)
+        files = _image_files(class_dir)
+        if not files:
+            raise site.fail(f"class folder {class_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        paths += files
+        targets += [index[name]] * len(files)
+    return paths, targets
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _load_tiny_imagenet(site: _Site, split: str, on_corrupt: str = "error", verify: str = "auto") -> FileDataset:
+    base = _base(site.root, "tiny-imagenet-200")
+    # sorted, as an ImageFolder over train/ would number them
+    classes = sorted(_read_lines(site.require(base / "wnids.txt")))
+    if split != "val":
+        paths, targets = _labelled_files(site, base / "train", classes, classes, image_dir="images")
+        return FileDataset(paths, targets, classes, base / "train", site.key, on_corrupt, verify)
+    annotations = site.require(base / "val" / "val_annotations.txt")
+    index = {name: i for i, name in enumerate(classes)}
+    paths, targets = [], []
+    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in index:
+            raise site.fail(f"{annotations} line {number} does not start with <file>\\t<wnid from wnids.txt>")
+        path = base / "val" / "images" / fields[0]
+        if not path.is_file():
+            raise site.fail(f"{path} is listed in {annotations} but missing", DataNotFoundError)
+        paths.append(str(path))
+        targets.append(index[fields[1]])
+    return FileDataset(paths, targets, classes, base / "val", site.key, on_corrupt, verify)
+
+
+DATASETS["tiny_imagenet"] = DatasetSpec(
+    title="Tiny ImageNet",
+    layout=(
+        "in its release layout: {root}/tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, "
+        "val/images/*.JPEG, val/val_annotations.txt"
+    ),
+    num_classes=200,
+    image_size=64,
+    mean=(0.4802, 0.4481, 0.3975),
+    std=(0.2770, 0.2691, 0.2821),
+    load=_load_tiny_imagenet,
+    options=_FOLDER_OPTIONS,
+)
+
+
+def _split_folder(site: _Site, split: str) -> Path:
+    return site.require(site.root / ("val" if split == "val" else "train"))
+
+
+def _read_class_folders(
+    site: _Site, folder: Path, classes: Sequence[str], on_corrupt: str, verify: str
+) -> FileDataset:
+    """``folder/<class>/...`` labelled by position in ``classes``; a class folder outside them is an error."""
+    unknown = sorted(set(_subfolders(folder)) - set(classes))
+    if unknown:
+        raise site.fail(f"{folder / unknown[0]} is not one of the {len(classes)} training classes")
+    names = [name for name in classes if (folder / name).is_dir()]
+    paths, targets = _labelled_files(site, folder, names, classes)
+    return FileDataset(paths, targets, classes, folder, site.key, on_corrupt, verify)
+
+
+def _load_imagenet(site: _Site, split: str, on_corrupt: str = "error", verify: str = "auto") -> FileDataset:
+    classes = _subfolders(site.require(site.root / "train"))
+    return _read_class_folders(site, _split_folder(site, split), classes, on_corrupt, verify)
+
+
+DATASETS["imagenet"] = DatasetSpec(
+    title="ImageNet",
+    layout="in ImageFolder layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG",
+    num_classes=1000,
+    image_size=None,
+    mean=_IMAGENET_MEAN,
+    std=_IMAGENET_STD,
+    load=_load_imagenet,
+    options=_FOLDER_OPTIONS,
+)
+
+
+def _imagenet100_classes(site: _Site, class_list: str | Path | None) -> list[str]:
+    """The wnids of the class list; with none given and no default file, train/ must hold exactly 100 classes."""
+    path = site.root / (IMAGENET100_CLASS_LIST if class_list is None else class_list)
+    if path.is_file():
+        classes = sorted(set(_read_lines(path)))
+        missing = [name for name in classes if not (site.root / "train" / name).is_dir()]
+        if missing:
+            raise site.fail(f"class {missing[0]} of {path} has no folder {site.root / 'train' / missing[0]}")
+        return classes
+    if class_list is not None:
+        raise DataNotFoundError(f"class_list: {path} does not exist; expected one wnid per line")
+    # a pre-made subset (as solo-learn's scripts build): its own class folders are the list
+    classes = _subfolders(site.require(site.root / "train"))
+    if len(classes) != 100:
+        raise site.fail(f"{path} does not exist and {site.root / 'train'} has {len(classes)} class folders, not 100")
+    return classes
+
+
+def _load_imagenet100(
+    site: _Site, split: str, class_list: str | Path | None = None, on_corrupt: str = "error", verify: str = "auto"
+) -> FileDataset:
+    classes = _imagenet100_classes(site, class_list)
+    folder = _split_folder(site, split)
+    names = [name for name in classes if (folder / name).is_dir()]
+    paths, targets = _labelled_files(site, folder, names, classes)
+    return FileDataset(paths, targets, classes, folder, site.key, on_corrupt, verify)
+
+
+DATASETS["imagenet100"] = DatasetSpec(
+    title="ImageNet-100",
+    layout=(
+        "in ImageFolder layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG, with the class list "
+        f"{{root}}/{IMAGENET100_CLASS_LIST} (one wnid per line; option class_list) or exactly 100 class folders"
+    ),
+    num_classes=100,
+    image_size=None,
+    mean=_IMAGENET_MEAN,
+    std=_IMAGENET_STD,
+    load=_load_imagenet100,
+    options=("class_list", *_FOLDER_OPTIONS),
+)
+
+
+def _load_image_folder(site: _Site, split: str, on_corrupt: str = "error", verify: str = "auto") -> FileDataset:
+    root = site.root
+    if (root / "train").is_dir() or (root / "val").is_dir():
+        folder = _split_folder(site, split)
+        class_root = root / "train" if (root / "train").is_dir() else folder
+    else:
+        # one folder serves every split
+        folder = class_root = root
+    classes = _subfolders(class_root)
+    if classes:
+        return _read_class_folders(site, folder, classes, on_corrupt, verify)
+    # no class folders: unlabeled images
+    paths = _image_files(folder)
+    return FileDataset(paths, [-1] * len(paths), [], folder, site.key, on_corrupt, verify)
+
+
+DATASETS["image_folder"] = DatasetSpec(
+    title="an image folder",
+    layout=(
+        "in ImageFolder layout: {root}/train/<class>/* and {root}/val/<class>/*, or one folder {root}/<class>/* "
+        "(or unlabeled {root}/*) used for every split"
+    ),
+    num_classes=0,
+    image_size=None,
+    mean=_IMAGENET_MEAN,
+    std=_IMAGENET_STD,
+    load=_load_image_folder,
+    options=_FOLDER_OPTIONS,
+)
+
+
+# ---------------------------------------------------------------------------
+# entry points
+
+
+def balanced_subset(targets: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a class-balanced random subset, the same for the same seed.
+
+    Args:
+        targets: int array (N,), class per sample; -1 (unlabeled) is one more group.
+        fraction: share of each class to keep, in (0, 1]; each class keeps at least one sample.
+        seed: seed of the draw.
+
+    Returns:
+        Sorted int64 array of the kept indices.
+    """
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        count = max(1, int(round(fraction * len(members))))
+        kept.append(rng.permutation(members)[:count])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
+def _check_fraction(fraction: Any) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
+        raise DataError(f"fraction: must be a number in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def _check_min_size(min_size: Any) -> int | None:
+    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
+        raise DataError(f"min_size: must be a positive integer or None, got {min_size!r}")
+    return min_size
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DataError(f"seed: must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def build_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    transform: Callable[[Image.Image], Any] | None = None,
+    download: bool = False,
+    *,
+    fraction: float = 1.0,
+    seed: int = 0,
+    min_size: int | None = None,
+    root_key: str = "root",
+    **options: Any,
+) -> LabelledDataset:
+    """Reads one split of a dataset from its standard on-disk format.
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        root: directory holding the files (see the module docstring); None for the
+            dataset's default root (Fashion-MNIST only).
+        split: "train", "val" or "pretrain" (train, plus STL-10's unlabeled images).
+        transform: applied to each PIL image.
+        download: fetch the files with torchvision's downloader first (CIFAR,
+            STL-10, Fashion-MNIST); any other dataset raises.
+        fraction: keep this class-balanced share of the split, in (0, 1].
+        seed: seed of the ``fraction`` draw.
+        min_size: smallest allowed image side in pixels, or None.
+        root_key: the argument or config key ``root`` came from, named in errors
+            (e.g. "data.train_path").
+        **options: dataset-specific, see ``DATASETS[name].options``: ``on_corrupt``
+            ("error" or "skip") and ``verify`` ("auto", "upfront", "lazy") for folder
+            datasets, ``class_list`` for imagenet100, ``rgb`` for fashion_mnist.
+
+    Returns:
+        A :class:`LabelledDataset` of ``(image, target)``, target an int, -1 if unlabeled.
+
+    Raises:
+        DataError: one line naming the argument or path; DataNotFoundError for a
+            missing root or file, CorruptImageError for an unreadable image.
+    """
+    spec = dataset_spec(name)
+    if split not in SPLITS:
+        raise DataError(f"split: must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
+    fraction = _check_fraction(fraction)
+    min_size = _check_min_size(min_size)
+    seed = _check_seed(seed)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(("fraction", "seed", "min_size", "root_key", *spec.options))
+        raise DataError(f"options: {', '.join(unknown)} not accepted by {name}; it accepts {accepted}")
+    if root is None:
+        if spec.default_root is None:
+            raise DataError(f"{root_key}: {name} has no default location; pass the directory holding its files")
+        root = spec.default_root
+    site = _Site(Path(root).expanduser(), root_key, spec)
+    if download:
+        if spec.download is None:
+            raise DataError(f"download: {name} has no downloader; place its files {spec.layout.format(root=site.root)}")
+        try:
+            spec.download(site.root)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(f"download: fetching {spec.title} into {site.root} failed ({_first_line(exc)})") from exc
+    if not site.root.is_dir():
+        raise site.fail(f"{site.root} does not exist", DataNotFoundError)
+
+    dataset = spec.load(site, split, **options)
+    if len(dataset) == 0:
+        raise site.fail(f"{dataset.source} holds no images for split {split!r}")
+    if fraction < 1:
+        dataset.select(balanced_subset(dataset.targets, fraction, seed))
+    dataset.check(min_size)
+    dataset.transform = transform
+    return dataset
