@@ -9,3 +9,5 @@ from unmix_ext.patches import ensure_applied as _ensure_patches_applied
 _ensure_patches_applied()
 
 __version__ = "0.1.0"
+
+from unmix_ext import methods  # noqa: E402,F401  (registers the Un-Mix variants in solo's METHODS)

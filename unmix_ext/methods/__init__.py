@@ -1,0 +1,10 @@
+"""Un-Mix variants of solo-learn's methods, registered in ``solo.methods.METHODS``.
+
+Importing this package registers ``mocov2`` (MoCo v2 as published) and, for each of
+solo-learn 1.0.2's 14 self-supervised methods and ``mocov2``, a ``<name>_unmix``
+variant. One file per family of label assignment (UNMIX_SPEC.md section 2).
+"""
+from unmix_ext.methods import codes, contrastive, general, moco, mocov2, predictor_target  # noqa: F401
+from unmix_ext.methods.base import UNMIX_SUFFIX, UnMixVariant
+
+__all__ = ["UNMIX_SUFFIX", "UnMixVariant"]

@@ -1,0 +1,91 @@
+"""The general rule + Un-Mix for W-MSE, Barlow Twins, VICReg and ReSSL.
+
+Spec section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip(mixed))``
+with ``l`` the method's own loss on the pair (clean other view, mixture). W-MSE whitens
+the pair as the method already does (random slices of ``whitening_size`` rows). ReSSL's
+loss is asymmetric (online query of view 0, momentum key of view 1), so it mixes view 0:
+the mixture is a query, its target the clean key, its negatives the queue as it was
+before the base step enqueued this batch's keys.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from solo.losses.barlow import barlow_loss_func
+from solo.losses.ressl import ressl_loss_func
+from solo.losses.vicreg import vicreg_loss_func
+from solo.losses.wmse import wmse_loss_func
+from solo.methods.barlow_twins import BarlowTwins
+from solo.methods.ressl import ReSSL
+from solo.methods.vicreg import VICReg
+from solo.methods.wmse import WMSE
+
+from unmix_ext.losses import reversed_pair_loss
+from unmix_ext.methods.base import UnMixVariant, register_variant
+
+
+class _ProjectorPairUnMix(UnMixVariant):
+    """The mixture goes through encoder and projector; ``pair_loss`` is the method's loss."""
+
+    unmix_recorded = ("projector",)
+
+    def forward_mixed(self, images):
+        return {"z": self.projector(self.encoder(images))}
+
+    def mixture_loss(self, clean, mixed, lam, batch):
+        return reversed_pair_loss(self.pair_loss, clean["projector"][self.unmix_other_view],
+                                  mixed["z"], lam)
+
+
+@register_variant
+class BarlowTwinsUnMix(_ProjectorPairUnMix, BarlowTwins):
+    """Barlow Twins + Un-Mix."""
+
+    def pair_loss(self, z_other, z_mixed):
+        return barlow_loss_func(z_other, z_mixed, lamb=self.lamb, scale_loss=self.scale_loss)
+
+
+@register_variant
+class VICRegUnMix(_ProjectorPairUnMix, VICReg):
+    """VICReg + Un-Mix."""
+
+    def pair_loss(self, z_other, z_mixed):
+        return vicreg_loss_func(z_other, z_mixed, sim_loss_weight=self.sim_loss_weight,
+                                var_loss_weight=self.var_loss_weight,
+                                cov_loss_weight=self.cov_loss_weight)
+
+
+@register_variant
+class WMSEUnMix(_ProjectorPairUnMix, WMSE):
+    """W-MSE + Un-Mix: the pair is whitened slice by slice, as W-MSE whitens its views."""
+
+    def pair_loss(self, v_other, v_mixed):
+        loss = 0.0
+        for _ in range(self.whitening_iters):
+            slices = torch.randperm(v_other.shape[0]).view(-1, self.whitening_size)
+            white = [torch.empty_like(v_other), torch.empty_like(v_mixed)]
+            for idx in slices:
+                for w, v in zip(white, (v_other, v_mixed)):
+                    w[idx] = self.whitening(v[idx]).type_as(w)
+            loss = loss + wmse_loss_func(*white)
+        return loss / self.whitening_iters
+
+
+@register_variant
+class ReSSLUnMix(UnMixVariant, ReSSL):
+    """ReSSL + Un-Mix (view 0 only: the mixture is a query against the clean key of view 1)."""
+
+    unmix_recorded = ("momentum_projector",)
+    unmix_views_supported = (0,)
+
+    def forward_mixed(self, images):
+        query = F.normalize(self.projector(self.encoder(images)), dim=-1)
+        return {"q": query, "queue": self.queue.clone().detach()}
+
+    def mixture_loss(self, clean, mixed, lam, batch):
+        key = F.normalize(clean["momentum_projector"][0], dim=-1)
+
+        def relational(k, q):
+            return ressl_loss_func(q, k, mixed["queue"], self.temperature_q, self.temperature_k)
+
+        return reversed_pair_loss(relational, key, mixed["q"], lam)

@@ -1,0 +1,63 @@
+"""MoCo family + Un-Mix: each mixture contrasts with the clean keys, the queue as negatives.
+
+Spec section 2 (MoCo): ``q_m`` is the query of the mixed view; the keys are the
+momentum encoder's outputs on the clean views, already computed by the base step. The
+mixture of sample i has two softmaxes, against key i (weight lam) and key N-1-i
+(weight 1 - lam), each with the queue as it was before this step's keys entered it.
+Asymmetric: keys of the other view; symmetric: keys of both views. Each mixture term
+carries the weight the base loss gives each of its terms (MoCo V2+ averages its two,
+MoCo v2 sums), so the spec's ratio between base and mixture terms is kept.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from solo.methods.mocov2plus import MoCoV2Plus
+
+from unmix_ext.losses import moco_mix_loss
+from unmix_ext.methods.base import UnMixVariant, register_variant
+from unmix_ext.methods.mocov2 import MoCoV2
+
+
+class _MoCoUnMix(UnMixVariant):
+    unmix_recorded = ("momentum_projector",)
+    unmix_per_sample_supported = True
+    base_term_weight = 1.0
+
+    def forward_mixed(self, images):
+        query = F.normalize(self.projector(self.encoder(images)), dim=-1)
+        # the base step enqueues this step's keys: contrast with the queue before that
+        return {"q": query, "queue": self.queue.clone().detach()}
+
+    def mixture_loss(self, clean, mixed, lam, batch):
+        keys = [F.normalize(k, dim=-1) for k in clean["momentum_projector"][:2]]
+        symmetric = self.base_symmetric if self.unmix_symmetric is None else self.unmix_symmetric
+        key_views = [self.unmix_other_view] + ([self.unmix_view] if symmetric else [])
+        return self.base_term_weight * sum(
+            moco_mix_loss(mixed["q"], keys[v], self.negatives(mixed["queue"], v),
+                          self.temperature, lam)
+            for v in key_views
+        )
+
+
+@register_variant
+class MoCoV2PlusUnMix(_MoCoUnMix, MoCoV2Plus):
+    """MoCo V2+ (symmetric, one queue per view) + Un-Mix."""
+
+    base_symmetric = True
+    base_term_weight = 0.5
+
+    def negatives(self, queue, key_view):
+        # solo pairs keys of view j with queue[j] (the past keys of view j)
+        return queue[key_view]
+
+
+@register_variant
+class MoCoV2UnMix(_MoCoUnMix, MoCoV2):
+    """MoCo v2 (asymmetric by default, one queue) + Un-Mix: the paper's Table 1 method."""
+
+    @property
+    def base_symmetric(self):
+        return self.symmetric
+
+    def negatives(self, queue, key_view):
+        return queue
