@@ -4,10 +4,11 @@ solo-learn 1.0.2 (2021) is the only release on the package index; it was written
 for torch 1.9 and Lightning 1.4 and breaks on the stack we ship. Each module in
 this package fixes one breakage and starts with a header: symptom, cause, fix.
 
-How a fix reaches solo-learn: every patch replaces one upstream function (or
-provides one missing import) with a short function of ours, in memory, when
-``unmix_ext`` is imported or, with the import hook that ``make install`` puts
-in the virtual environment, as soon as ``solo`` is imported. Nothing in
+How a fix reaches solo-learn: every patch replaces upstream functions (or
+provides one missing import) with short functions of ours, in memory, when
+``unmix_ext`` is imported. Classes and modules are changed in place, so code that
+imported solo before ``unmix_ext`` runs the patched functions too (and without
+``unmix_ext``, ``import solo`` stops at the missing ``pl_bolts``). Nothing in
 site-packages is edited, so reinstalling solo-learn cannot leave stale or
 half-patched files behind. Before replacing a function, a patch checks that the
 upstream source is byte-for-byte the 1.0.2 source it was written against
@@ -16,8 +17,10 @@ upstream source is byte-for-byte the 1.0.2 source it was written against
 nobody has read.
 
 ``python -m unmix_ext.patches`` prints each patch with its status:
-``applied``, ``not needed`` (the upstream code no longer has the defect) or
-``failed``.
+``applied``, ``not needed`` (the upstream code no longer has the defect),
+``failed``, or ``skipped``: ``UNMIX_EXT_SKIP_PATCHES=name1,name2`` (or ``all``)
+leaves those patches out, to check that each patch's test fails without it; an
+unknown name is a one-line ``ValueError`` listing the known ones.
 """
 from unmix_ext.patches._core import (
     PATCHES,

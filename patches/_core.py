@@ -1,15 +1,24 @@
-"""The patch registry: what a patch is, how it is checked, applied and reported."""
+"""The patch registry: what a patch is, how it is checked, applied and reported.
+
+Setting ``UNMIX_EXT_SKIP_PATCHES`` to comma-separated patch names (or ``all``)
+leaves those patches unapplied, with status ``skipped``, so that anyone can watch
+a patch's test fail without it, e.g.
+``UNMIX_EXT_SKIP_PATCHES=lars_closure pytest tests/test_patches.py``.
+"""
 from __future__ import annotations
 
 import enum
 import hashlib
 import importlib
 import inspect
+import os
+import warnings
 import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 REINSTALL_HINT = "pip install --force-reinstall --no-deps solo-learn==1.0.2"
+SKIP_ENV = "UNMIX_EXT_SKIP_PATCHES"
 
 
 class PatchError(RuntimeError):
@@ -20,6 +29,7 @@ class PatchStatus(str, enum.Enum):
     APPLIED = "applied"
     NOT_NEEDED = "not needed"
     FAILED = "failed"
+    SKIPPED = "skipped"  # named in UNMIX_EXT_SKIP_PATCHES; not a failure
 
 
 @dataclass
@@ -60,12 +70,18 @@ def register(patch: Patch) -> Patch:
 
 
 def resolve(target: str):
-    """Returns the object named ``"package.module:Qual.name"``, or None if absent."""
+    """Returns the object named ``"package.module:Qual.name"``, or None if absent.
+
+    A module that is missing is absent; one that exists but fails to import raises
+    (that is a failure to report, not a defect that went away).
+    """
     module_name, _, qualname = target.partition(":")
     try:
         obj = importlib.import_module(module_name)
-    except ImportError:
-        return None
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            return None
+        raise
     for part in qualname.split("."):
         obj = inspect.getattr_static(obj, part, None)
         if obj is None:
@@ -86,11 +102,40 @@ def replace(owner, attribute: str, new) -> None:
     setattr(owner, attribute, new)
 
 
+def owner_and_name(target: str):
+    """``"pkg.mod:Cls.attr"`` -> (the object holding ``attr``, ``"attr"``)."""
+    module_name, _, qualname = target.partition(":")
+    owner_path, _, attribute = qualname.rpartition(".")
+    owner = importlib.import_module(module_name)
+    for part in filter(None, owner_path.split(".")):
+        owner = getattr(owner, part)
+    return owner, attribute
+
+
+def function_patch(name: str, summary: str, upstream: Dict[str, str],
+                   replacements: Dict[str, Callable]) -> Patch:
+    """Registers a patch that puts each replacement function at its ``"module:Qual.name"``.
+
+    ``upstream`` hashes the functions the replacements are written against; the
+    replacements may also cover other bindings of the same function (a module that
+    imported it by name).
+    """
+
+    def apply() -> None:
+        for target, new in replacements.items():
+            replace(*owner_and_name(target), new)
+
+    return register(Patch(name=name, summary=summary, upstream=upstream, apply=apply))
+
+
 def _check(patch: Patch) -> tuple[PatchStatus | None, str]:
     """Returns (status, reason) before applying; status None means: apply it."""
     if patch.needed is not None:
         return (None, "") if patch.needed() else (PatchStatus.NOT_NEEDED, "defect absent")
-    found = {t: resolve(t) for t in patch.upstream}
+    try:
+        found = {t: resolve(t) for t in patch.upstream}
+    except Exception as err:  # solo itself does not import: nothing can be patched
+        return PatchStatus.FAILED, f"cannot import its target: {type(err).__name__}: {err}"
     present = [t for t, obj in found.items() if obj is not None]
     if not present:
         return PatchStatus.NOT_NEEDED, "upstream code no longer present"
@@ -119,17 +164,38 @@ def _apply_one(patch: Patch) -> None:
     patch.status, patch.reason = status, reason
 
 
+def _skipped_names() -> set[str]:
+    """The patch names that ``UNMIX_EXT_SKIP_PATCHES`` names (``all``: every one)."""
+    known = [p.name for p in PATCHES]
+    names = {n.strip() for n in os.environ.get(SKIP_ENV, "").split(",") if n.strip()}
+    unknown = sorted(names - set(known) - {"all"})
+    if unknown:
+        raise ValueError(
+            f"{SKIP_ENV}: unknown patch name(s) {', '.join(map(repr, unknown))}; "
+            f"known: all, {', '.join(known)}"
+        )
+    return set(known) if "all" in names else names
+
+
 def apply_all() -> List[Patch]:
     """Applies every registered patch once per process and returns them with statuses.
 
     The patches that make ``import solo`` possible run first (registration order),
     then solo is imported and the rest replace its functions in place, so code that
-    imported solo before us runs the patched functions too.
+    imported solo before us runs the patched functions too. Patches named in
+    ``UNMIX_EXT_SKIP_PATCHES`` are left unapplied with status ``skipped``.
     """
     _load_patch_modules()
-    for patch in PATCHES:
-        if patch.status is None:
-            _apply_one(patch)
+    skipped = _skipped_names()
+    # solo's whitening module warns at import about a deprecated decorator that the
+    # wmse_cholesky patch replaces: not a warning for the user
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*custom_fwd.*", category=FutureWarning)
+        for patch in PATCHES:
+            if patch.status is None and patch.name in skipped:
+                patch.status, patch.reason = PatchStatus.SKIPPED, f"named in {SKIP_ENV}"
+            elif patch.status is None:
+                _apply_one(patch)
     return PATCHES
 
 
@@ -139,13 +205,13 @@ def patch_statuses() -> Dict[str, PatchStatus]:
 
 
 def ensure_applied() -> None:
-    """Applies all patches; raises a one-line :class:`PatchError` if any failed."""
+    """Applies all patches; raises a one-line :class:`PatchError` if any failed (not if skipped)."""
     failed = [p for p in apply_all() if p.status is PatchStatus.FAILED]
     if failed:
         p = failed[0]
         raise PatchError(
             f"solo-learn patch {p.name!r} failed ({p.reason}); unmix_ext needs solo-learn 1.0.2: "
-            f"run `{REINSTALL_HINT}` (or `make install`), then `python -m unmix_ext.patches`"
+            f"run `{REINSTALL_HINT}` (or `make install`); `python -m unmix_ext.patches` lists all"
         )
 
 
@@ -160,7 +226,7 @@ PATCH_MODULES = (
     "knn_num_classes",
     "dino_teacher_warmup",
     "deepclusterv2_empty_targets",
-    "linear_topk",
+    "topk_few_classes",
     "lars_closure",
 )
 

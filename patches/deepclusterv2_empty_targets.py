@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import function_patch
 
 TARGET = "solo.losses.deepclusterv2:deepclusterv2_loss_func"
 
@@ -30,18 +30,15 @@ def deepclusterv2_loss_func(outputs: torch.Tensor, assignments: torch.Tensor,
     return loss / outputs.size(0)
 
 
-def _apply() -> None:
-    import solo.losses.deepclusterv2 as losses_module
-    import solo.methods.deepclusterv2 as method_module
-
-    # the method module imported the function by name: replace both bindings
-    for module in (losses_module, method_module):
-        replace(module, "deepclusterv2_loss_func", deepclusterv2_loss_func)
-
-
-PATCH = register(Patch(
+PATCH = function_patch(
     name="deepclusterv2_empty_targets",
     summary="DeepCluster v2 loss is NaN in epoch 0 (no k-means targets yet: 0/0)",
     upstream={TARGET: "7cdbf531d1fc5fe85fcfc32197ed360b1c07811514197305095a1cac62041675"},
-    apply=_apply,
-))
+    # every binding of the function: its module, the package's re-export, and the
+    # method module that imported it by name
+    replacements={
+        TARGET: deepclusterv2_loss_func,
+        "solo.losses:deepclusterv2_loss_func": deepclusterv2_loss_func,
+        "solo.methods.deepclusterv2:deepclusterv2_loss_func": deepclusterv2_loss_func,
+    },
+)

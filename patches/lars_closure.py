@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import function_patch
 
 TARGET = "solo.utils.lars:LARSWrapper.step"
 
@@ -39,15 +39,9 @@ def step(self, closure=None):
     return loss
 
 
-def _apply() -> None:
-    from solo.utils.lars import LARSWrapper
-
-    replace(LARSWrapper, "step", step)
-
-
-PATCH = register(Patch(
+PATCH = function_patch(
     name="lars_closure",
     summary="LARS and weight decay are skipped: gradients are rescaled before Lightning's closure runs",
     upstream={TARGET: "2a5c879f22451a933417d67a307dc020b8119102e3b641a5dc5dc12bd58e8d01"},
-    apply=_apply,
-))
+    replacements={TARGET: step},
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import function_patch
 
 TARGET = "solo.utils.whitening:Whitening2d.forward"
 
@@ -22,7 +22,7 @@ TARGET = "solo.utils.whitening:Whitening2d.forward"
 def forward(self, x: torch.Tensor) -> torch.Tensor:
     """(N, D) features -> (N, D) whitened features (zero mean, identity covariance)."""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.float()
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         centred = x - x.mean(dim=0, keepdim=True)
         cov = centred.T @ centred / (x.shape[0] - 1)
         eye = torch.eye(self.output_dim, device=x.device, dtype=x.dtype)
@@ -32,15 +32,9 @@ def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(centred, inv_sqrt)
 
 
-def _apply() -> None:
-    from solo.utils.whitening import Whitening2d
-
-    replace(Whitening2d, "forward", forward)
-
-
-PATCH = register(Patch(
+PATCH = function_patch(
     name="wmse_cholesky",
     summary="W-MSE fails: torch.cholesky / torch.triangular_solve removed from torch 2.x",
     upstream={TARGET: "e80c1d42df832eb4297f2d26e46417194f26552198677867e4b876265f76c609"},
-    apply=_apply,
-))
+    replacements={TARGET: forward},
+)
