@@ -1,24 +1,34 @@
-"""Every solo-learn 1.0.2 method trains on today's stack through our patches."""
+"""Every solo-learn 1.0.2 method and every Un-Mix entry trains on today's stack.
+
+Two optimizer steps with ``pytorch_lightning.Trainer`` on CPU (CIFAR-stem ResNet-18,
+small generated batches): finite losses, changed weights, validation metrics logged
+through the patched hooks, and the Un-Mix step's logs for the variants.
+"""
 import math
 
 import pytest
 import torch
 
-SSL_METHODS = (
+SOLO_METHODS = (
     "barlow_twins", "byol", "deepclusterv2", "dino", "mocov2plus", "nnbyol", "nnclr",
     "nnsiam", "ressl", "simclr", "simsiam", "swav", "vicreg", "wmse",
 )
+# MoCo v2 as published (the paper's Table 1 base) and a variant of each method
+UNMIX_ENTRIES = ("mocov2",) + tuple(f"{name}_unmix" for name in SOLO_METHODS + ("mocov2",))
 
-pytestmark = pytest.mark.filterwarnings("ignore")
 
-
-def test_registry_holds_the_fourteen_methods():
+def test_import_registers_a_variant_for_every_solo_method():
     from solo.methods import METHODS
 
-    assert set(SSL_METHODS) <= set(METHODS)
+    assert set(SOLO_METHODS) | set(UNMIX_ENTRIES) <= set(METHODS)
+    assert len(UNMIX_ENTRIES) == 16
+    for name in SOLO_METHODS + ("mocov2",):
+        variant = METHODS[f"{name}_unmix"]
+        assert issubclass(variant, METHODS[name])
+        assert variant.registry_name == f"{name}_unmix"
 
 
-@pytest.mark.parametrize("name", SSL_METHODS)
+@pytest.mark.parametrize("name", SOLO_METHODS + UNMIX_ENTRIES)
 def test_method_trains_two_steps(name, build_method, fit_two_steps):
     model = build_method(name)
     before = [p.detach().clone() for p in model.encoder.parameters()]
@@ -30,11 +40,15 @@ def test_method_trains_two_steps(name, build_method, fit_two_steps):
     after = list(model.encoder.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
     assert all(torch.isfinite(p).all() for p in after)
-    # the patched validation hook logged the online classifier and the kNN
-    assert {"val_acc1", "val_loss", "val_knn_acc1"} <= set(trainer.callback_metrics)
+    logged = trainer.callback_metrics
+    assert {"val_acc1", "val_loss", "val_knn_acc1"} <= set(logged)
+    if name.endswith("_unmix"):
+        assert {"unmix/lam", "unmix/global", "unmix/base_loss", "unmix/mix_loss"} <= set(logged)
+        assert 0.0 <= float(logged["unmix/lam"]) <= 1.0
+        assert math.isfinite(float(logged["unmix/mix_loss"]))
 
 
-def test_linear_model_trains_two_steps(fit_two_steps, labelled_loader):
+def test_linear_model_trains_two_steps(labelled_loader):
     import pytorch_lightning as pl
     from solo.methods.linear import LinearModel
     from torchvision.models import resnet18
