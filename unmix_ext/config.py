@@ -331,8 +331,9 @@ class Unmix:
     ``alpha``: Beta(alpha, alpha) parameter of the mixing ratio; ``prob``: chance
     of the global (Mixup) mode, else region (CutMix); ``per_sample``: one ratio per
     sample instead of one per step; ``lam``: fixed ratio instead of a draw;
-    ``view``: which view is mixed; ``symmetric``: MoCo family also mixes against
-    the other key set (solo-learn's MoCo v2+ loss is symmetric); ``target_side``:
+    ``view``: which view is mixed; ``symmetric``: MoCo family mixes against both
+    clean key sets (true) or the other view's only (false); null (the default)
+    follows the base loss (MoCo V2+ symmetric, MoCo v2 as its ``symmetric``); ``target_side``:
     ``both`` (the mixture also goes through the target network) or ``online``.
     """
 
@@ -342,7 +343,7 @@ class Unmix:
     per_sample: bool = False
     lam: float | None = _field(None, ge=0, le=1)
     view: int = _field(0, choices=(0, 1))
-    symmetric: bool = True
+    symmetric: bool | None = None
     target_side: str = _field("both", choices=TARGET_SIDES)
 
 
