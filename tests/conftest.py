@@ -7,6 +7,7 @@ several files need lives here as fixtures.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import pytest
@@ -37,6 +38,10 @@ TINY_METHOD_KWARGS = {
 
 
 def pytest_configure(config):
+    # the models here are tiny: one thread beats two fighting over small kernels, and
+    # subprocesses started by tests inherit the setting
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)

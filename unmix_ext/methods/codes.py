@@ -4,14 +4,17 @@ Spec section 2: with z the prototype scores (student logits for DINO), q the cod
 (Sinkhorn, or the teacher's softmax) and ``l(z, q) = -sum_k q_k log softmax(z / tau)_k``:
 ``L = L_ori + lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip(z_m), q_s) + l(z_s, flip(q_m))]``
 with q_m computed from the scores of M (the teacher sees M for DINO: one momentum pass).
-Each term carries the weight the base loss gives its own terms (all three average over
-their two view pairs, so 1/2). Queues, memory banks and DINO's centre are fed by the
-base step from clean views only; the mixture reads them as they were before it.
+This is the authors' formula as written, mixture terms with weight 1, next to the base
+loss that averages its two view pairs (unlike the MoCo and SimSiam families, whose
+spec formulas weight mixture terms like base terms). Queues, memory banks and DINO's
+centre are fed by the base step from clean views only; the mixture reads them as they
+were before it.
 
 DeepCluster v2's targets are k-means assignments of the images in a memory bank, not
 codes computed from a batch's scores, so a mixture has no codes of its own: its loss is
 the direction ``lam * l(z_m, q_s) + (1 - lam) * l(flip(z_m), q_s)`` alone, with q_s the
-one-hot assignment (rows not yet assigned, in epoch 0, contribute nothing).
+one-hot assignment, averaged over all N rows (rows not yet assigned, in epoch 0,
+contribute zero to that mean).
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ from unmix_ext.methods.base import UnMixVariant, register_variant
 
 class _CodesUnMix(UnMixVariant):
     unmix_per_sample_supported = True
-    base_term_weight = 0.5
 
 
 @register_variant
@@ -47,7 +49,7 @@ class SwAVUnMix(_CodesUnMix, SwAV):
         # later ones score the queue
         scores_other = clean["prototypes"][other]
         codes_other = clean["get_assignments"][0][other]
-        return self.base_term_weight * codes_mix_loss(
+        return codes_mix_loss(
             mixed["scores"], mixed["codes"], scores_other, codes_other, self.temperature, lam)
 
 
@@ -73,7 +75,7 @@ class DINOUnMix(_CodesUnMix, DINO):
     def mixture_loss(self, clean, mixed, lam, batch):
         other = self.unmix_other_view
         codes_other = self.teacher_codes(clean["momentum_head"][other], mixed["center"])
-        return self.base_term_weight * codes_mix_loss(
+        return codes_mix_loss(
             mixed["scores"], mixed["codes"], clean["head"][other], codes_other,
             self.dino_loss_func.student_temp, lam)
 
@@ -96,4 +98,4 @@ class DeepClusterV2UnMix(_CodesUnMix, DeepClusterV2):
             rows = soft_cross_entropy(scores_.flatten(0, 1), codes_.flatten(0, 1), self.temperature)
             return rows.view(scores_.shape[:2]).mean(dim=1)
 
-        return self.base_term_weight * reversed_pair_loss(per_row, codes, scores, lam)
+        return reversed_pair_loss(per_row, codes, scores, lam)

@@ -1,0 +1,467 @@
+"""The Un-Mix variants add the loss of UNMIX_SPEC.md section 2, term by term.
+
+Each test runs one variant's ``training_step`` outside a Trainer, on a tiny float64
+model with fixed weights and a fixed lam, records what it logs, and checks:
+
+- ``unmix/mix_loss`` against the spec's formula written out here: the mixture M is
+  built here, the model's own submodules run on the clean views and on M (train mode,
+  so BatchNorm uses batch statistics and a separate forward reproduces the step's
+  values), partners are found by explicit index reversal, and ``l`` is the base
+  method's own solo-learn loss (MoCo's InfoNCE, nearest neighbours and the codes'
+  cross-entropy are written here). Nothing from ``unmix_ext.losses`` is used;
+- ``unmix/base_loss`` against the base method's own step on the same batch, weights
+  and state, and the step's return value against their sum.
+
+The expected values are computed before the step, so they see queues, support sets
+and DINO's centre as they were before the base step updated them (the constructors
+fill queues with seeded random keys). The momentum network's biases and norm
+affines are moved off their online twins first: at construction both networks are
+equal, which would hide a mix-up between online and target outputs.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn.functional as F
+from solo.losses.barlow import barlow_loss_func
+from solo.losses.byol import byol_loss_func
+from solo.losses.nnclr import nnclr_loss_func
+from solo.losses.ressl import ressl_loss_func
+from solo.losses.simclr import simclr_loss_func
+from solo.losses.simsiam import simsiam_loss_func
+from solo.losses.vicreg import vicreg_loss_func
+from solo.utils.sinkhorn_knopp import SinkhornKnopp
+
+N, SIZE = 8, 8  # 8x8 crops: 1/16 of the CIFAR cost, same code paths
+REVERSED = torch.arange(N - 1, -1, -1)  # partner of sample i is sample N-1-i
+LAM = 0.3
+TOL = dict(rel=1e-7, abs=1e-7)  # float64 throughout
+
+# Small heads and queues keep every step well under a second on a CPU.
+HEADS = dict(proj_hidden_dim=64, proj_output_dim=32)
+SMALL = {
+    "simclr": HEADS,
+    "nnclr": dict(HEADS, pred_hidden_dim=32, queue_size=24),
+    "byol": dict(HEADS, pred_hidden_dim=32),
+    "simsiam": dict(HEADS, pred_hidden_dim=32),
+    "nnbyol": dict(HEADS, pred_hidden_dim=32, queue_size=24),
+    "nnsiam": dict(HEADS, pred_hidden_dim=32, queue_size=24),
+    "swav": dict(HEADS, num_prototypes=16, queue_size=0),
+    "dino": dict(HEADS, num_prototypes=16),
+    "deepclusterv2": dict(HEADS, num_prototypes=[6, 6]),
+    "barlow_twins": HEADS,
+    "vicreg": HEADS,
+    "ressl": dict(HEADS, queue_size=24),
+    "mocov2plus": dict(HEADS, queue_size=16),
+    "mocov2": dict(HEADS, queue_size=16),
+}
+
+
+# ---- building, stepping ---------------------------------------------------------------
+@contextmanager
+def default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def float64_single_thread():
+    # float64 everywhere, including tensors the losses create (Barlow Twins' BatchNorm).
+    # One thread: on these tiny tensors a second OpenMP thread only adds waiting, and
+    # on a busy machine it makes each BatchNorm call ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with default_dtype(torch.float64):
+        yield
+    torch.set_num_threads(threads)
+
+
+def base_name(name: str) -> str:
+    return name[: -len("_unmix")]
+
+
+def build_pair(build_method, name: str, **overrides):
+    """(variant, base): float64, train mode, same weights and state.
+
+    ``unmix_*`` overrides go to the variant only (default: lam 0.3, global mode), the
+    others to both.
+    """
+    unmix = {"unmix_lam": LAM, "unmix_prob": 1.0}
+    common = dict(SMALL[base_name(name)], knn_eval=False)
+    for key, value in overrides.items():
+        (unmix if key.startswith("unmix_") else common)[key] = value
+    with default_dtype(torch.float32):  # initialising in float32 is ~3x faster
+        variant = build_method(name, **common, **unmix)
+        base = build_method(base_name(name), **common)
+    variant.double().train()
+    move_momentum_off_online(variant)
+    base.double().train().load_state_dict(variant.state_dict())
+    for model in (variant, base):
+        if hasattr(model, "sk_iters"):  # SwAV builds its Sinkhorn in on_train_start
+            model.sk = SinkhornKnopp(model.sk_iters, model.sk_epsilon, 1)
+    return variant, base
+
+
+@torch.no_grad()
+def move_momentum_off_online(model) -> None:
+    g = torch.Generator().manual_seed(1)
+    for name, p in model.named_parameters():
+        # biases and norm affines suffice to make every momentum module differ
+        if name.startswith("momentum_") and p.dim() == 1:
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def two_view_batch():
+    g = torch.Generator().manual_seed(7)
+    views = [torch.randn(N, 3, SIZE, SIZE, generator=g) for _ in range(2)]
+    return [torch.arange(N), views, torch.arange(N) % 4]
+
+
+def run_step(model, batch):
+    """(loss, logs) of one ``training_step``; logs maps each logged name to a float."""
+    logs = {}
+    model.log = lambda name, value, *args, **kwargs: logs.__setitem__(name, value)
+    model.log_dict = lambda metrics, *args, **kwargs: logs.update(metrics)
+    torch.manual_seed(0)
+    with torch.no_grad():  # values only: no graph to keep
+        loss = model.training_step(batch, 0)
+    return float(loss), {k: float(v) for k, v in logs.items()}
+
+
+def check_variant(build_method, name, expected_mix, **overrides):
+    """Builds ``name`` and its base, then :func:`check_step` with ``expected_mix(variant, views)``.
+
+    Returns (variant, base) after the step.
+    """
+    variant, base = build_pair(build_method, name, **overrides)
+    batch = two_view_batch()
+    with torch.no_grad():
+        expected = expected_mix(variant, batch[1])
+    check_step(variant, base, expected, batch)
+    return variant, base
+
+
+def check_step(variant, base, expected_mix, batch, lam=LAM, is_global=True):
+    """Steps base and variant on ``batch``; the variant's logs must match."""
+    base_loss, _ = run_step(base, batch)
+    loss, logs = run_step(variant, batch)
+    assert logs["unmix/mix_loss"] == pytest.approx(float(expected_mix), **TOL)
+    assert logs["unmix/base_loss"] == pytest.approx(base_loss, **TOL)
+    assert loss == pytest.approx(base_loss + float(expected_mix), **TOL)
+    assert logs["unmix/lam"] == pytest.approx(float(torch.as_tensor(lam).float().mean()))
+    assert logs["unmix/global"] == float(is_global)
+
+
+def mixture(x, lam):
+    """M = lam * X + (1 - lam) * X reversed; lam a float or (N,)."""
+    lam = torch.as_tensor(lam, dtype=x.dtype)
+    if lam.dim():
+        lam = lam.view(-1, 1, 1, 1)
+    return lam * x + (1 - lam) * x[REVERSED]
+
+
+def weigh(direct, flipped, lam):
+    """lam * direct + (1 - lam) * flipped; per-sample: row i of flipped has 1 - lam[N-1-i]."""
+    if torch.is_tensor(lam) and lam.dim():
+        lam = lam.to(direct.dtype)
+        return (lam * direct + (1 - lam[REVERSED]) * flipped).mean()
+    return (lam * direct + (1 - lam) * flipped).mean()
+
+
+# ---- the model's own outputs ----------------------------------------------------------
+def projection(model, x):
+    return model.projector(model.encoder(x))
+
+
+def momentum_projection(model, x):
+    return model.momentum_projector(model.momentum_encoder(x))
+
+
+def nearest(model, z):
+    """Support-set entry with the largest dot product with each (normalised) row of z."""
+    return model.queue[(z @ model.queue.T).argmax(dim=1)]
+
+
+# ---- MoCo -----------------------------------------------------------------------------
+def info_nce_rows(q, k, queue, temperature):
+    """(N,) CE([q.k, q.queue] / T, label 0), written out."""
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue], dim=1) / temperature
+    return -F.log_softmax(logits, dim=1)[:, 0]
+
+
+def moco_expected(model, views, m, lam, key_views, queue_of, weight):
+    q_m = F.normalize(projection(model, m), dim=-1)
+    total = 0.0
+    for j in key_views:
+        k = F.normalize(momentum_projection(model, views[j]), dim=-1)
+        queue = queue_of(j)
+        direct = info_nce_rows(q_m, k, queue, model.temperature)
+        flipped = info_nce_rows(q_m[REVERSED], k, queue, model.temperature)
+        total = total + weight * weigh(direct, flipped, lam)
+    return total
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_mocov2_mixture_contrasts_with_clean_keys_and_the_one_queue(build_method, symmetric):
+    # asymmetric: keys of view 1 only; symmetric adds the keys of view 0; weight 1 each
+    key_views = [1, 0] if symmetric else [1]
+    variant, base = check_variant(
+        build_method, "mocov2_unmix", symmetric=symmetric,
+        expected_mix=lambda model, views: moco_expected(
+            model, views, mixture(views[0], LAM), LAM, key_views,
+            queue_of=lambda j: model.queue, weight=1.0))
+    # only clean keys entered the queue, exactly as in the base step
+    assert torch.equal(variant.queue, base.queue)
+
+
+def test_mocov2plus_mixture_contrasts_with_both_keys_each_with_its_queue(build_method):
+    # keys of view j pair with queue[j], each term halved as the base averages its two
+    variant, base = check_variant(
+        build_method, "mocov2plus_unmix",
+        expected_mix=lambda model, views: moco_expected(
+            model, views, mixture(views[0], LAM), LAM, key_views=[1, 0],
+            queue_of=lambda j: model.queue[j], weight=0.5))
+    assert torch.equal(variant.queue, base.queue)
+
+
+def test_mocov2plus_per_sample_lam_weights_flipped_row_i_by_partner_lam(build_method):
+    variant, base = build_pair(build_method, "mocov2plus_unmix", unmix_lam=None,
+                               unmix_per_sample=True)
+    batch = two_view_batch()
+    views = batch[1]
+    # the step draws from unmix_generator(batch_idx): the same draw, repeated here
+    drawn = variant.unmix(views[0], variant.unmix_generator(0))
+    lam = drawn.lam
+    assert lam.shape == (N,) and len(set(lam.tolist())) == N
+    m = mixture(views[0], lam)
+    torch.testing.assert_close(drawn.images, m, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        expected = moco_expected(variant, views, m, lam, key_views=[1, 0],
+                                 queue_of=lambda j: variant.queue[j], weight=0.5)
+        # weighting flipped row i by its own lam[i] would give a clearly different value
+        own_lam = moco_expected(variant, views, m, lam[REVERSED].clone(), key_views=[1, 0],
+                                queue_of=lambda j: variant.queue[j], weight=0.5)
+    assert abs(float(expected) - float(own_lam)) > 1e-3
+    check_step(variant, base, expected, batch, lam=lam)
+
+
+# ---- in-batch contrastive -------------------------------------------------------------
+def simclr_expected(model, views, m, lam):
+    z_other, z_m = projection(model, views[1]), projection(model, m)
+    direct = simclr_loss_func(z_other, z_m, temperature=model.temperature)
+    flipped = simclr_loss_func(z_other, z_m[REVERSED], temperature=model.temperature)
+    return weigh(direct, flipped, lam)
+
+
+def test_simclr_mixture_is_nt_xent_with_the_other_view_and_its_reversal(build_method):
+    check_variant(build_method, "simclr_unmix", expected_mix=lambda model, views: simclr_expected(
+        model, views, mixture(views[0], LAM), LAM))
+
+
+def test_lam_one_leaves_only_the_direct_term(build_method):
+    variant, base = build_pair(build_method, "simclr_unmix", unmix_lam=1.0)
+    batch = two_view_batch()
+    views = batch[1]
+    with torch.no_grad():
+        z_other, z_m = projection(variant, views[1]), projection(variant, views[0])
+        direct = simclr_loss_func(z_other, z_m, temperature=variant.temperature)
+        flipped = simclr_loss_func(z_other, z_m[REVERSED], temperature=variant.temperature)
+    assert abs(float(flipped - direct)) > 1e-2  # a leftover flipped term would show
+    check_step(variant, base, direct, batch, lam=1.0)
+
+
+def test_region_mode_pastes_the_drawn_box_and_uses_the_effective_lam(build_method):
+    variant, base = build_pair(build_method, "simclr_unmix", unmix_prob=0.0)
+    batch = two_view_batch()
+    x = batch[1][0]
+    drawn = variant.unmix(x, variant.unmix_generator(0))
+    assert drawn.mode == "region"
+    x1, y1, x2, y2 = drawn.box
+    assert 0 < (x2 - x1) * (y2 - y1) < SIZE * SIZE
+    m = x.clone()
+    m[:, :, y1:y2, x1:x2] = x[REVERSED][:, :, y1:y2, x1:x2]
+    lam = 1 - (x2 - x1) * (y2 - y1) / (SIZE * SIZE)
+    assert lam != pytest.approx(LAM, abs=1e-3)  # the box, not the drawn lam, sets the weight
+    torch.testing.assert_close(drawn.images, m, rtol=0, atol=0)
+    with torch.no_grad():
+        expected = simclr_expected(variant, batch[1], m, lam)
+    check_step(variant, base, expected, batch, lam=lam, is_global=False)
+
+
+def test_nnclr_mixture_pairs_neighbours_and_predictions_both_ways(build_method):
+    def expected_mix(model, views):
+        t = model.temperature
+        z_other, z_m = projection(model, views[1]), projection(model, mixture(views[0], LAM))
+        p_other, p_m = model.predictor(z_other), model.predictor(z_m)
+        # neighbours from the support set before the base step adds this batch
+        nn_other = nearest(model, F.normalize(z_other, dim=-1))
+        nn_m = nearest(model, F.normalize(z_m, dim=-1))
+        direct = (nnclr_loss_func(nn_other, p_m, temperature=t)
+                  + nnclr_loss_func(nn_m, p_other, temperature=t)) / 2
+        flipped = (nnclr_loss_func(nn_other, p_m[REVERSED], temperature=t)
+                   + nnclr_loss_func(nn_m[REVERSED], p_other, temperature=t)) / 2
+        return weigh(direct, flipped, LAM)
+
+    variant, base = check_variant(build_method, "nnclr_unmix", expected_mix)
+    assert torch.equal(variant.queue, base.queue)  # clean embeddings only
+
+
+# ---- predictor / target ---------------------------------------------------------------
+PREDICTOR_TARGET = {
+    # name: (the base's loss, its weight per term, target of images x with projection z)
+    "byol_unmix": (byol_loss_func, 1.0, lambda model, x, z: momentum_projection(model, x)),
+    "simsiam_unmix": (simsiam_loss_func, 0.5, lambda model, x, z: z),
+    "nnbyol_unmix": (byol_loss_func, 1.0, lambda model, x, z: nearest(
+        model, F.normalize(momentum_projection(model, x), dim=-1))),
+    "nnsiam_unmix": (simsiam_loss_func, 0.5, lambda model, x, z: nearest(
+        model, F.normalize(z, dim=-1))),
+}
+
+
+def predictor_target_expected(name, model, views, m, lam, target_side="both", other=1):
+    loss_fn, weight, target = PREDICTOR_TARGET[name]
+    z_other, z_m = projection(model, views[other]), projection(model, m)
+    p_other, p_m = model.predictor(z_other), model.predictor(z_m)
+    t_other = target(model, views[other], z_other)
+    direct = loss_fn(p_m, t_other)
+    flipped = loss_fn(p_m[REVERSED], t_other)
+    if target_side == "both":
+        t_m = target(model, m, z_m)
+        direct = direct + loss_fn(p_other, t_m)
+        flipped = flipped + loss_fn(p_other, t_m[REVERSED])
+    return weight * weigh(direct, flipped, lam)
+
+
+@pytest.mark.parametrize("name, target_side", [
+    ("byol_unmix", "both"), ("byol_unmix", "online"), ("simsiam_unmix", "both"),
+    ("nnbyol_unmix", "both"), ("nnsiam_unmix", "both"),
+])
+def test_predictor_meets_the_target_of_the_other_side(build_method, name, target_side):
+    check_variant(
+        build_method, name, unmix_target_side=target_side,
+        expected_mix=lambda model, views: predictor_target_expected(
+            name, model, views, mixture(views[0], LAM), LAM, target_side))
+
+
+def test_mixing_view1_pairs_the_mixture_with_view0(build_method):
+    check_variant(
+        build_method, "byol_unmix", unmix_view=1,
+        expected_mix=lambda model, views: predictor_target_expected(
+            "byol_unmix", model, views, mixture(views[1], LAM), LAM, other=0))
+
+
+# ---- codes / teacher ------------------------------------------------------------------
+def soft_ce_rows(scores, codes, temperature):
+    """(N,) -sum_k codes_k log softmax(scores / T)_k."""
+    return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1)
+
+
+def codes_expected(z_m, q_m, z_other, q_other, temperature, lam):
+    """lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip z_m, q_s) + l(z_s, flip q_m)] (spec, as written)."""
+    direct = soft_ce_rows(z_m, q_other, temperature) + soft_ce_rows(z_other, q_m, temperature)
+    flipped = (soft_ce_rows(z_m[REVERSED], q_other, temperature)
+               + soft_ce_rows(z_other, q_m[REVERSED], temperature))
+    return weigh(direct, flipped, lam)
+
+
+def test_swav_mixture_swaps_sinkhorn_codes_with_the_other_view(build_method):
+    def expected_mix(model, views):
+        z_other, z_m = (model.prototypes(F.normalize(projection(model, x)))
+                        for x in (views[1], mixture(views[0], LAM)))
+        # queue_size=0: each batch's codes are Sinkhorn over its own scores
+        return codes_expected(z_m, model.sk(z_m), z_other, model.sk(z_other),
+                              model.temperature, LAM)
+
+    check_variant(build_method, "swav_unmix", expected_mix)
+
+
+def test_dino_mixture_swaps_teacher_distributions_with_the_other_view(build_method):
+    variant, base = build_pair(build_method, "dino_unmix")
+    loss_fn = variant.dino_loss_func
+    with torch.no_grad():
+        loss_fn.center.normal_(generator=torch.Generator().manual_seed(2))
+    base.load_state_dict(variant.state_dict())
+    center_before = loss_fn.center.clone()
+    batch = two_view_batch()
+    views = batch[1]
+    with torch.no_grad():
+        m = mixture(views[0], LAM)
+        z_other, z_m = (variant.head(variant.encoder(x)) for x in (views[1], m))
+
+        def teacher(x):  # centred with the centre before this step, sharpened
+            logits = variant.momentum_head(variant.momentum_encoder(x))
+            return F.softmax((logits - center_before) / loss_fn.teacher_temp_schedule[0], dim=-1)
+
+        expected = codes_expected(z_m, teacher(m), z_other, teacher(views[1]),
+                                  loss_fn.student_temp, LAM)
+    check_step(variant, base, expected, batch)
+    # the centre moved by the clean teacher outputs only, as in the base step
+    assert not torch.equal(loss_fn.center, center_before)
+    assert torch.equal(loss_fn.center, base.dino_loss_func.center)
+
+
+def test_deepclusterv2_mixture_scores_against_the_clean_assignments(build_method):
+    variant, base = build_pair(build_method, "deepclusterv2_unmix")
+    g = torch.Generator().manual_seed(3)
+    heads = [len(p.weight) for p in variant.prototypes]  # prototypes per head
+    assignments = torch.stack([torch.randint(k, (N,), generator=g) for k in heads])
+    assignments[0, 2] = -1  # not assigned yet: contributes nothing
+    for model in (variant, base):  # what on_train_start / on_train_epoch_start prepare
+        model.assignments = assignments.clone()
+        model.local_memory_index = torch.zeros(N, dtype=torch.long)
+        model.local_memory_embeddings = torch.zeros(2, N, model.proj_output_dim)
+    batch = two_view_batch()
+    views = batch[1]
+    with torch.no_grad():
+        z_m = F.normalize(projection(variant, mixture(views[0], LAM)))
+        direct, flipped = torch.zeros(N), torch.zeros(N)
+        for proto, codes in zip(variant.prototypes, assignments):
+            log_p = F.log_softmax(proto(z_m) / variant.temperature, dim=1)
+            rows = torch.arange(N)
+            assigned = codes >= 0
+            # row i: mixture i (direct) or mixture N-1-i (flipped) against sample i's cluster
+            direct -= torch.where(assigned, log_p[rows, codes.clamp(min=0)], 0) / len(heads)
+            flipped -= (torch.where(assigned, log_p[REVERSED, codes.clamp(min=0)], 0)
+                        / len(heads))
+        # one direction only: a mixture has no k-means assignment
+        expected = weigh(direct, flipped, LAM)
+    check_step(variant, base, expected, batch)
+
+
+# ---- general rule ---------------------------------------------------------------------
+GENERAL_RULE = {
+    "barlow_twins_unmix": lambda model: lambda a, b: barlow_loss_func(
+        a, b, lamb=model.lamb, scale_loss=model.scale_loss),
+    "vicreg_unmix": lambda model: lambda a, b: vicreg_loss_func(
+        a, b, sim_loss_weight=model.sim_loss_weight, var_loss_weight=model.var_loss_weight,
+        cov_loss_weight=model.cov_loss_weight),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERAL_RULE))
+def test_general_rule_uses_the_method_loss_on_other_and_mixture(build_method, name):
+    def expected_mix(model, views):
+        pair_loss = GENERAL_RULE[name](model)
+        z_other, z_m = projection(model, views[1]), projection(model, mixture(views[0], LAM))
+        return weigh(pair_loss(z_other, z_m), pair_loss(z_other, z_m[REVERSED]), LAM)
+
+    check_variant(build_method, name, expected_mix)
+
+
+def test_ressl_mixture_is_a_query_against_the_clean_key_of_view1(build_method):
+    def expected_mix(model, views):
+        tq, tk = model.temperature_q, model.temperature_k
+        q_m = F.normalize(projection(model, mixture(views[0], LAM)), dim=-1)
+        k = F.normalize(momentum_projection(model, views[1]), dim=-1)
+        queue = model.queue.clone()  # before the base step enqueues k
+        return weigh(ressl_loss_func(q_m, k, queue, tq, tk),
+                     ressl_loss_func(q_m[REVERSED], k, queue, tq, tk), LAM)
+
+    variant, base = check_variant(build_method, "ressl_unmix", expected_mix)
+    assert torch.equal(variant.queue, base.queue)
