@@ -360,7 +360,7 @@ class Config:
     optimizer: Optimizer = _field(factory=Optimizer)
     scheduler: Scheduler = _field(factory=Scheduler)
     checkpoint: Checkpoint = _field(factory=Checkpoint)
-    auto_resume: bool = False
+    auto_resume: bool = True
     wandb: Wandb = _field(factory=Wandb)
     max_epochs: int = _field(100, ge=1)
     max_steps: int = _field(-1, check=_max_steps_value, parse=_parse_max_steps)

@@ -1,0 +1,257 @@
+"""``python -m unmix_ext.run RECIPE [key=value ...]``: pretrain, evaluate, record.
+
+One recipe (see :mod:`unmix_ext.config`) is one run:
+
+1. the recipe is loaded and checked (a mistake is one line, ``error: <key>:
+   ...`` on stderr, exit status 2); ``unmix.enabled: true`` selects the
+   method's ``<method>_unmix`` variant;
+2. ``scale: smoke`` shrinks it to a few CPU minutes (:mod:`unmix_ext.smoke`);
+3. the method pretrains with Lightning (:mod:`unmix_ext.trainer`), validating
+   its online classifier (and online kNN) every epoch;
+4. the frozen backbone is evaluated as ``eval`` asks: weighted kNN
+   (:mod:`unmix_ext.evaluate`) and the linear protocol (:mod:`unmix_ext.linear`);
+5. ``results.json`` is written, atomically and only after success.
+
+Everything lands in the run directory ``<checkpoint.dir>/<name>-<hash>``, the
+hash being that of the recipe as loaded (overrides included), so the same
+command always finds the same directory::
+
+    config.yaml            the recipe as it ran (smoke shrink applied, paths absolute)
+    checkpoints/           epoch=<e>-step=<s>.ckpt (newest kept), last.ckpt (the final state)
+    logs/pretrain/, logs/linear/   CSV logs (and wandb/ when enabled)
+    results.json
+
+With ``auto_resume: true`` a rerun continues from the newest checkpoint of
+its run directory; otherwise it starts over, removing that directory's old
+checkpoints and results first.
+
+``optimizer.lr`` is the learning rate the optimizer gets, as written; add
+``optimizer.kwargs.scale_lr: true`` for solo-learn 1.0.2's rule
+``lr * batch_size * devices * num_nodes / 256`` (see :mod:`unmix_ext.builder`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import re
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.utilities import rank_zero_only
+
+import unmix_ext  # noqa: F401  (patches solo-learn before it is imported)
+from unmix_ext.builder import build_method, check_method, ssl_methods
+from unmix_ext.cli import run_command
+from unmix_ext.config import Config, ConfigError, config_hash, config_to_dict, load_config, resolved_method
+from unmix_ext.data import LabelledDataset
+from unmix_ext.evaluate import knn_accuracy
+from unmix_ext.files import atomic_write_text
+from unmix_ext.linear import CONFIG_FILE, linear_protocol
+from unmix_ext.pipeline import (
+    eval_loader,
+    eval_transform,
+    linear_train_transform,
+    load_split,
+    num_classes,
+    pretrain_loader,
+    pretrain_transform,
+)
+from unmix_ext.smoke import Smoke, effective
+from unmix_ext.trainer import CHECKPOINT_DIR, DevicePlan, device_plan, newest_checkpoint, pretrain_trainer
+
+RESULTS_FILE = "results.json"
+LAST_CHECKPOINT = "last.ckpt"
+#: data formats the loaders read (each dataset in its own release layout)
+READABLE_FORMATS = ("image_folder",)
+#: online metrics copied into the results when the method logged them
+ONLINE_METRICS = ("val_acc1", "val_acc5", "val_knn_acc1", "val_knn_acc5")
+_VERSIONED = ("torch", "torchvision", "pytorch-lightning", "solo-learn", "unmix-ext")
+
+
+def run_dir_of(cfg: Config) -> Path:
+    """``<checkpoint.dir>/<name>-<config hash>``: the same recipe and overrides give the same directory."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.name)
+    return Path(cfg.checkpoint.dir) / f"{name}-{config_hash(cfg)}"
+
+
+def check_runtime(cfg: Config) -> DevicePlan:
+    """What the schema cannot check alone: data format, method arguments, devices; raises ConfigError."""
+    if cfg.data.format not in READABLE_FORMATS:
+        raise ConfigError(
+            f"data.format: {cfg.data.format!r} cannot be read for {cfg.data.dataset}; "
+            f"readable: {', '.join(READABLE_FORMATS)} (the dataset's own file layout)"
+        )
+    check_method(cfg)
+    return device_plan(cfg)
+
+
+def _absolute_paths(cfg: Config) -> None:
+    # the saved recipe must work from any working directory (python -m unmix_ext.linear reads it)
+    for key in ("train_path", "val_path"):
+        value = getattr(cfg.data, key)
+        if value is not None:
+            setattr(cfg.data, key, str(Path(value).expanduser().resolve()))
+    cfg.checkpoint.dir = str(Path(cfg.checkpoint.dir).expanduser().resolve())
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
+    """Saves the recipe; returns the checkpoint to resume from, clearing old outputs when not resuming."""
+    if rank_zero_only.rank == 0:
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    if cfg.auto_resume and cfg.checkpoint.enabled:
+        return newest_checkpoint(run_dir)
+    if rank_zero_only.rank == 0:
+        for stale in [*(run_dir / CHECKPOINT_DIR).glob("*.ckpt"), run_dir / RESULTS_FILE]:
+            stale.unlink(missing_ok=True)
+    return None
+
+
+def _online_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    logged = trainer.callback_metrics
+    return {key: float(logged[key]) for key in ONLINE_METRICS if key in logged}
+
+
+def _offline_metrics(cfg: Config, backbone: Any, val: LabelledDataset, smoke: Smoke, plan: DevicePlan,
+                     run_dir: Path, device: Any) -> dict[str, float]:
+    """The evaluations ``eval`` asks for, of the frozen ``backbone``: kNN and the linear protocol."""
+    knn, linear = cfg.eval.knn, cfg.eval.linear
+    if not (knn.enabled or linear.enabled):
+        return {}
+    train = load_split(cfg, "train", eval_transform(cfg), smoke.limits.get("train"))
+    metrics: dict[str, float] = {}
+    if knn.enabled and rank_zero_only.rank == 0:  # one process suffices; the others wait at the linear fit
+        metrics.update(knn_accuracy(
+            backbone, eval_loader(train, cfg, linear.batch_size), eval_loader(val, cfg, linear.batch_size),
+            num_classes=num_classes(val), k=knn.k, temperature=knn.temperature, device=device,
+        ))
+    if linear.enabled:
+        augmented = copy.copy(train)  # shares the images; only the transform differs
+        augmented.transform = linear_train_transform(cfg)
+        metrics.update(linear_protocol(cfg, backbone, augmented, val, plan, run_dir))
+    return metrics
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
+    """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
+
+    Args:
+        cfg: a loaded recipe (:func:`unmix_ext.config.load_config`); not modified.
+        recipe: the file it came from, recorded in the results.
+
+    Raises:
+        ConfigError, DataError: one line naming the key (devices, paths, method arguments...).
+    """
+    started = time.time()
+    recipe_hash = config_hash(cfg)
+    run_dir = run_dir_of(cfg).resolve()
+    smoke = effective(cfg)
+    cfg = smoke.cfg
+    plan = check_runtime(cfg)
+    _absolute_paths(cfg)
+
+    pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg), smoke.limits.get("pretrain"))
+    val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
+    train_loader = pretrain_loader(pretrain, cfg, plan.world_size)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the data above draws from cfg.seed itself
+    model = build_method(cfg, num_classes(val), plan.world_size)
+
+    resume = _prepare_run_dir(cfg, run_dir)
+    trainer, progress = pretrain_trainer(cfg, plan, run_dir, len(train_loader))
+    trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume)
+    checkpoint = None
+    if cfg.checkpoint.enabled:
+        checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if progress.saved_step != trainer.global_step:  # the final epoch fell between checkpoint.frequency
+            trainer.save_checkpoint(checkpoint, weights_only=False)
+
+    metrics = _online_metrics(trainer)
+    metrics.update(_offline_metrics(cfg, model.encoder, val, smoke, plan, run_dir, trainer.strategy.root_device))
+    results = {
+        "recipe": None if recipe is None else str(Path(recipe).resolve()),
+        "recipe_hash": recipe_hash,
+        "name": cfg.name,
+        "method": resolved_method(cfg),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "dataset": cfg.data.dataset,
+        "seed": cfg.seed,
+        "scale": cfg.scale,
+        "smoke": cfg.scale == "smoke",
+        "smoke_changes": smoke.changes,
+        "smoke_limits": smoke.limits,
+        "metrics": metrics,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "start_global_step": progress.start_step,
+        "resumed_from": None if resume is None else str(resume),
+        "pretrain_seconds": progress.seconds,
+        "pretrain_images_per_s": progress.images_per_s,
+        "wall_time_s": time.time() - started,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "run_dir": str(run_dir),
+        "accelerator": plan.accelerator,
+        "world_size": plan.world_size,
+        "precision": cfg.precision,
+        "versions": _versions(),
+    }
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        print(summary(results))
+    return results
+
+
+def _number(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A one-screen account of a run's results."""
+    metrics = results["metrics"]
+    lines = [
+        f"unmix_ext run: {results['method']} on {results['dataset']} ({results['scale']}), seed {results['seed']}",
+        f"  run dir      {results['run_dir']}",
+        f"  recipe       {results['recipe']} (hash {results['recipe_hash']})",
+        f"  pretraining  {results['epochs']} epochs, step {results['start_global_step']} -> {results['global_step']}, "
+        f"{_number(results['pretrain_images_per_s'])} images/s on {results['world_size']} {results['accelerator']}",
+    ]
+    if results["resumed_from"]:
+        lines.append(f"  resumed from {results['resumed_from']}")
+    lines.append(f"  checkpoint   {results['checkpoint']}")
+    for label, keys in (("online", ("val_acc1", "val_knn_acc1")), ("kNN", ("knn_top1", "knn_top5")),
+                        ("linear", ("linear_top1", "linear_top5"))):
+        shown = [f"{key} {metrics[key]:.2f}" for key in keys if key in metrics]
+        if shown:
+            lines.append(f"  {label:<12} {'  '.join(shown)}")
+    if results["smoke"]:
+        changed = ", ".join(f"{key} {c['from']!r}->{c['to']!r}" for key, c in results["smoke_changes"].items())
+        lines.append(f"  smoke shrink {changed or 'nothing to shrink'}")
+    lines.append(f"  wall time    {results['wall_time_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def _load_and_run(recipe: str, overrides: Sequence[str]) -> dict[str, Any]:
+    return run(load_config(recipe, overrides, known_methods=ssl_methods()), recipe)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(argv, "python -m unmix_ext.run", __doc__, "recipe", "a YAML recipe (see unmix_ext.config)",
+                       _load_and_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
