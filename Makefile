@@ -35,5 +35,24 @@ test: install
 demo: install
 	@echo "make demo: not built yet (the demo issue adds it)"
 
+# What Un-Mix costs next to each base method (step, mixing, whole pipeline), as ratios measured
+# interleaved on this machine: results/bench.md (about ten minutes on 2 CPU cores; see benchmarks/).
+bench: install
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Reproduce one of the paper's tables: every row's recipe in turn, then the markdown table
+# and bar chart in results/ (SCALE=smoke: a few CPU minutes a row, results/<table>-smoke.*).
+reproduce-table1: install
+	$(PY) -m unmix_ext.reproduce table1 --scale $(SCALE) --devices $(DEVICES) --num-nodes $(NUM_NODES)
+
+reproduce-moco-cifar: install
+	$(PY) -m unmix_ext.reproduce moco-cifar --scale $(SCALE) --devices $(DEVICES) --num-nodes $(NUM_NODES)
+
+reproduce-swav-cifar: install
+	$(PY) -m unmix_ext.reproduce swav-cifar --scale $(SCALE) --devices $(DEVICES) --num-nodes $(NUM_NODES)
+
+reproduce-small: install
+	$(PY) -m unmix_ext.reproduce small --scale $(SCALE) --devices $(DEVICES) --num-nodes $(NUM_NODES)
