@@ -227,6 +227,7 @@ PATCH_MODULES = (
     "dino_teacher_warmup",
     "deepclusterv2_empty_targets",
     "topk_few_classes",
+    "static_lr_pickle",
     "lars_closure",
 )
 

@@ -664,3 +664,24 @@ def test_importing_solo_first_still_runs_patched_code(tmp_path):
         assert len(DINOLoss(4, 0.04, 0.07, 50, 2).teacher_temp_schedule) == 2
     """)
     _python("-c", code, cwd=tmp_path)
+
+
+# --- static_lr_pickle ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["simsiam", "nnsiam"])
+def test_static_lr_scheduler_state_pickles_and_keeps_the_predictor_lr(build_method, name):
+    import io
+    import pickle
+
+    model = _small(build_method, name, lars=True, scheduler="warmup_cosine", warmup_epochs=1,
+                   max_epochs=4, lr=0.5, warmup_start_lr=0.01)
+    (optimizer,), (scheduler,) = model.configure_optimizers()
+
+    pickle.dump(scheduler.state_dict(), io.BytesIO())  # what a Lightning checkpoint holds
+    predictor = [i for i, g in enumerate(optimizer.param_groups)
+                 if any(p is q for p in g["params"] for q in model.predictor.parameters())]
+    for _ in range(3):
+        scheduler.step()
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        assert all(lrs[i] == pytest.approx(0.5) for i in predictor)  # fixed at the base lr
+    assert lrs[0] != pytest.approx(0.5)  # the encoder follows the schedule
