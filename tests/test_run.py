@@ -182,7 +182,7 @@ def test_smoke_shrinks_an_imagenet_resnet50_recipe(tmp_path):
 
     changed = smoke.changes
     assert changed["backbone.name"] == {"from": "resnet50", "to": "resnet18"}
-    assert changed["backbone.kwargs.cifar"]["to"] is True
+    assert changed["backbone.kwargs.cifar"]["to"] is False
     assert changed["augmentations.0.crop_size"]["to"] == 32 and changed["augmentations.1.crop_size"]["to"] == 14
     assert changed["method_kwargs.queue_size"] == {"from": 65536, "to": 4 * 32}
     assert changed["optimizer.batch_size"]["to"] == 32 and changed["devices"] == {"from": 8, "to": 1}

@@ -12,8 +12,10 @@ and ends up in ``results.json``; a key already small enough is left alone):
   pretraining images and :data:`EVAL_IMAGES` images per evaluation split
   (``limits``, not config keys);
 - model: crop sides scaled so the large crops are at most :data:`CROP` px;
-  a backbone other than resnet18 becomes resnet18, and a shrunk crop gets the
-  CIFAR stem (``backbone.kwargs.cifar``);
+  a backbone other than resnet18 becomes resnet18, always with the ImageNet stem
+  (``backbone.kwargs.cifar: false``): its stride-2 convolution and max-pool
+  shrink a 32 px image 4x first, so a step costs about 16x less than with the
+  CIFAR stem, which keeps every table's smoke run within minutes on 2 cores;
 - schedule: ``max_epochs`` <= 2, ``max_steps`` -1, ``scheduler.warmup_epochs``
   <= 1, ``optimizer.batch_size`` <= 32, ``checkpoint.frequency`` 1;
 - method: queues (``queue_size``) <= 4 batches (a multiple of the batch),
@@ -124,16 +126,13 @@ def _shrink_data(smoke: Smoke, cache_dir: Path) -> None:
 def _shrink_model(smoke: Smoke) -> None:
     cfg = smoke.cfg
     large = cfg.augmentations[0].crop_size
-    shrunk = large > CROP
-    if shrunk:
+    if large > CROP:
         for i, group in enumerate(cfg.augmentations):
             smoke.set(f"augmentations.{i}.crop_size", max(1, round(group.crop_size * CROP / large)))
     if cfg.backbone.name != SMOKE_BACKBONE:
         smoke.set("backbone.name", SMOKE_BACKBONE)
         smoke.set("backbone.kwargs", {})
-        shrunk = True
-    if shrunk:
-        smoke.set("backbone.kwargs.cifar", True)
+    smoke.set("backbone.kwargs.cifar", False)
 
 
 def _shrink_method(smoke: Smoke, method_cls: type) -> None:
