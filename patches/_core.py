@@ -220,6 +220,7 @@ PATCH_MODULES = (
     "pl_bolts_scheduler",
     "validation_epoch_end",
     "momentum_batch_end",
+    "momentum_tau_resume",
     "knn_metric",
     "wmse_cholesky",
     "dino_clip_gradients",

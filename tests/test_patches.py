@@ -685,3 +685,25 @@ def test_static_lr_scheduler_state_pickles_and_keeps_the_predictor_lr(build_meth
         lrs = [g["lr"] for g in optimizer.param_groups]
         assert all(lrs[i] == pytest.approx(0.5) for i in predictor)  # fixed at the base lr
     assert lrs[0] != pytest.approx(0.5)  # the encoder follows the schedule
+
+
+# --- momentum_tau_resume -------------------------------------------------------------
+
+def test_momentum_tau_resume_recomputes_tau_for_the_restart_step():
+    import math
+    import types
+
+    from solo.methods.base import BaseMomentumMethod
+    from solo.utils.momentum import MomentumUpdater
+
+    trainer = types.SimpleNamespace(global_step=5, accumulate_grad_batches=1,
+                                    train_dataloader=[None] * 5, max_epochs=2)
+    method = types.SimpleNamespace(momentum_updater=MomentumUpdater(base_tau=0.99, final_tau=1.0),
+                                   trainer=trainer)
+
+    BaseMomentumMethod.on_train_start(method)
+
+    # half way through the cosine schedule: (0.99 + 1.0) / 2, not base_tau
+    assert method.last_step == 0
+    assert method.momentum_updater.cur_tau == pytest.approx(
+        1.0 - 0.01 * (math.cos(math.pi * 5 / 10) + 1) / 2)
