@@ -1,4 +1,4 @@
-"""What the commands share: ``COMMAND TARGET [key=value ...]``, and a recipe or data mistake
+"""What the commands share: ``COMMAND TARGET [key=value ...]``, and a recipe, data or run failure
 ends the command with one line on stderr (``error: <key>: ...``, exit status 2), not a traceback."""
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ from typing import Any, Callable, Sequence
 
 from unmix_ext.config import ConfigError
 from unmix_ext.data import DataError
+from unmix_ext.guard import RunError
 
-#: exit status of a command stopped by a recipe or data mistake
+#: exit status of a command stopped by a recipe or data mistake, or a failed run
 USAGE_ERROR = 2
 
 
+def one_line(err: Exception) -> str:
+    """The message of ``err``; a DataLoader process's copy (its traceback inlined) is cut back to the original."""
+    message = str(err)
+    original = f"{type(err).__name__}: "
+    if message.startswith("Caught ") and original in message:
+        message = message.rsplit(original, 1)[1]
+    return message
+
+
 def report_errors(command: Callable[..., Any], *args: Any) -> int:
-    """Runs ``command(*args)``; a ConfigError or DataError prints ``error: <message>`` to stderr and gives 2."""
+    """Runs ``command(*args)``; a ConfigError, DataError or RunError prints ``error: <message>`` and gives 2."""
     try:
         command(*args)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, RunError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return USAGE_ERROR
     return 0
 

@@ -55,6 +55,8 @@ SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
 DATA_FORMATS = ("image_folder", "h5")
 SCALES = ("full", "smoke")
 TARGET_SIDES = ("both", "online")
+#: what a folder dataset does with an unreadable image file (see unmix_ext.data)
+ON_CORRUPT = ("error", "skip")
 # Lightning 2 strategy names a recipe may use; "dp" is gone from Lightning 2.
 STRATEGIES = (
     "auto",
@@ -214,7 +216,11 @@ class Backbone:
 
 @dataclass(kw_only=True)
 class Data:
-    """Dataset and loader settings; ``fraction`` in (0, 1] is the share of training images used."""
+    """Dataset and loader settings; ``fraction`` in (0, 1] is the share of training images used.
+
+    ``on_corrupt`` (folder datasets): an unreadable image file stops the run
+    (``error``) or is left out with a warning counting them (``skip``).
+    """
 
     dataset: str = _field(choices=DATASETS)
     train_path: str | None = None
@@ -223,6 +229,7 @@ class Data:
     num_workers: int = _field(4, ge=0)
     fraction: float = _field(1.0, gt=0, le=1)
     download: bool = False
+    on_corrupt: str = _field("error", choices=ON_CORRUPT)
 
 
 @dataclass(kw_only=True)
@@ -283,6 +290,13 @@ class Checkpoint:
     enabled: bool = True
     dir: str = _field("trained_models", check=_nonempty)
     frequency: int = _field(1, ge=1)
+
+
+@dataclass(kw_only=True)
+class NanGuard:
+    """A NaN or infinite loss stops the run, unless fewer than ``max_skipped_steps`` steps were skipped so far."""
+
+    max_skipped_steps: int = _field(0, ge=0)
 
 
 @dataclass(kw_only=True)
@@ -349,7 +363,11 @@ class Unmix:
 
 @dataclass(kw_only=True)
 class Config:
-    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``."""
+    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``.
+
+    ``deterministic: true`` turns on torch's deterministic algorithms (and turns
+    off cuDNN's benchmark), so a GPU run repeats exactly; slower on GPUs.
+    """
 
     name: str = ""
     method: str = _field(check=_nonempty)
@@ -361,6 +379,7 @@ class Config:
     scheduler: Scheduler = _field(factory=Scheduler)
     checkpoint: Checkpoint = _field(factory=Checkpoint)
     auto_resume: bool = True
+    nan_guard: NanGuard = _field(factory=NanGuard)
     wandb: Wandb = _field(factory=Wandb)
     max_epochs: int = _field(100, ge=1)
     max_steps: int = _field(-1, check=_max_steps_value, parse=_parse_max_steps)
@@ -369,6 +388,7 @@ class Config:
     strategy: str = _field("auto", choices=STRATEGIES)
     precision: str = _field("32-true", choices=PRECISIONS, parse=_parse_precision)
     seed: int = _field(5, ge=0)
+    deterministic: bool = False
     scale: str = _field("full", choices=SCALES)
     eval: Eval = _field(factory=Eval)
     unmix: Unmix = _field(factory=Unmix)

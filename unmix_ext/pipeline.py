@@ -90,7 +90,8 @@ def load_split(
     """One split of the recipe's dataset.
 
     Args:
-        cfg: the recipe; ``data.fraction`` thins the training splits.
+        cfg: the recipe; ``data.fraction`` thins the training splits; ``data.on_corrupt``
+            applies to folder datasets.
         split: "pretrain", "train" or "val" (read from ``data.val_path`` when set).
         transform: applied to each PIL image.
         limit: keep at most this many images (a class-balanced subset), or None.
@@ -102,9 +103,10 @@ def load_split(
     on_val_path = split == "val" and data.val_path is not None
     root, key = (data.val_path, "data.val_path") if on_val_path else (data.train_path, "data.train_path")
     fraction = 1.0 if split == "val" else data.fraction
+    options = {"on_corrupt": data.on_corrupt} if "on_corrupt" in DATASETS[data.dataset].options else {}
     dataset = build_dataset(
         data.dataset, root, split, transform, download=data.download,
-        fraction=fraction, seed=cfg.seed, root_key=key,
+        fraction=fraction, seed=cfg.seed, root_key=key, **options,
     )
     if limit is not None and len(dataset) > limit:
         # a class-balanced share rounds per class; trim the surplus at random to exactly `limit`
@@ -115,13 +117,19 @@ def load_split(
     return dataset
 
 
-def _loader_options(cfg: Config) -> dict[str, Any]:
+def _loader_options(cfg: Config, persistent: bool = True) -> dict[str, Any]:
     workers = cfg.data.num_workers
-    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
+    return {
+        "num_workers": workers, "persistent_workers": persistent and workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
 
 
 def pretrain_loader(dataset: LabelledDataset, cfg: Config, world_size: int = 1) -> DataLoader:
     """Shuffled batches of ``optimizer.batch_size`` (per device); the last partial batch is dropped.
+
+    Loader processes start afresh each epoch, seeded from the main process's generator,
+    which a checkpoint restores: a resumed run augments exactly as an uninterrupted one.
 
     Raises:
         DataError: fewer images than one global batch.
@@ -132,7 +140,10 @@ def pretrain_loader(dataset: LabelledDataset, cfg: Config, world_size: int = 1) 
             f"data.train_path: {len(dataset)} pretraining images under {dataset.source}, fewer than one batch "
             f"(optimizer.batch_size={batch} x {world_size} process(es))"
         )
-    return DataLoader(IndexedDataset(dataset), batch_size=batch, shuffle=True, drop_last=True, **_loader_options(cfg))
+    return DataLoader(
+        IndexedDataset(dataset), batch_size=batch, shuffle=True, drop_last=True,
+        **_loader_options(cfg, persistent=False),
+    )
 
 
 def eval_loader(dataset: LabelledDataset, cfg: Config, batch_size: int, shuffle: bool = False) -> DataLoader:

@@ -3,8 +3,10 @@
 One recipe (see :mod:`unmix_ext.config`) is one run:
 
 1. the recipe is loaded and checked (a mistake is one line, ``error: <key>:
-   ...`` on stderr, exit status 2); ``unmix.enabled: true`` selects the
-   method's ``<method>_unmix`` variant;
+   ...`` on stderr, exit status 2, as is every failure of the run itself: a
+   non-finite loss, a foreign or unreadable checkpoint, a full disk, see
+   :mod:`unmix_ext.guard`); ``unmix.enabled: true`` selects the method's
+   ``<method>_unmix`` variant;
 2. ``scale: smoke`` shrinks it to a few CPU minutes (:mod:`unmix_ext.smoke`);
 3. the method pretrains with Lightning (:mod:`unmix_ext.trainer`), validating
    its online classifier (and online kNN) every epoch;
@@ -22,8 +24,10 @@ command always finds the same directory::
     results.json
 
 With ``auto_resume: true`` a rerun continues from the newest checkpoint of
-its run directory; otherwise it starts over, removing that directory's old
-checkpoints and results first.
+its run directory, exactly where the interrupted run was (see
+:mod:`unmix_ext.trainer`); otherwise it starts over, removing that directory's
+old checkpoints first. Either way an old ``results.json`` is removed when a run
+starts, so the file is there only when the last run of the recipe succeeded.
 
 ``optimizer.lr`` is the learning rate the optimizer gets, as written; add
 ``optimizer.kwargs.scale_lr: true`` for solo-learn 1.0.2's rule
@@ -36,6 +40,7 @@ import json
 import platform
 import re
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -49,9 +54,10 @@ import unmix_ext  # noqa: F401  (patches solo-learn before it is imported)
 from unmix_ext.builder import build_method, check_method, ssl_methods
 from unmix_ext.cli import run_command
 from unmix_ext.config import Config, ConfigError, config_hash, config_to_dict, load_config, resolved_method
-from unmix_ext.data import LabelledDataset
+from unmix_ext.data import DATASETS, LabelledDataset
 from unmix_ext.evaluate import knn_accuracy
 from unmix_ext.files import atomic_write_text
+from unmix_ext.guard import NanGuard, RunError
 from unmix_ext.linear import CONFIG_FILE, linear_protocol
 from unmix_ext.pipeline import (
     eval_loader,
@@ -63,7 +69,14 @@ from unmix_ext.pipeline import (
     pretrain_transform,
 )
 from unmix_ext.smoke import Smoke, effective
-from unmix_ext.trainer import CHECKPOINT_DIR, DevicePlan, device_plan, newest_checkpoint, pretrain_trainer
+from unmix_ext.trainer import (
+    CHECKPOINT_DIR,
+    DevicePlan,
+    check_resumable,
+    device_plan,
+    newest_checkpoint,
+    pretrain_trainer,
+)
 
 RESULTS_FILE = "results.json"
 LAST_CHECKPOINT = "last.ckpt"
@@ -81,14 +94,35 @@ def run_dir_of(cfg: Config) -> Path:
 
 
 def check_runtime(cfg: Config) -> DevicePlan:
-    """What the schema cannot check alone: data format, method arguments, devices; raises ConfigError."""
+    """What the schema cannot check alone: data format, crop sizes, method arguments, devices; raises ConfigError."""
     if cfg.data.format not in READABLE_FORMATS:
         raise ConfigError(
             f"data.format: {cfg.data.format!r} cannot be read for {cfg.data.dataset}; "
             f"readable: {', '.join(READABLE_FORMATS)} (the dataset's own file layout)"
         )
+    native = DATASETS[cfg.data.dataset].image_size
+    for i, group in enumerate(cfg.augmentations):
+        # a folder of mixed sizes (ImageNet) upsamples its small images, as every ImageNet pipeline does
+        if native is not None and group.crop_size > native:
+            raise ConfigError(
+                f"augmentations.{i}.crop_size: {group.crop_size} px is larger than the {native}x{native} images of "
+                f"{cfg.data.dataset}, which would only be upsampled; use a crop_size <= {native}"
+            )
     check_method(cfg)
     return device_plan(cfg)
+
+
+def check_writable(folder: Path) -> None:
+    """Creates ``folder`` if needed and checks a file can be written there; raises ConfigError (checkpoint.dir)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"checkpoint.dir: cannot write to {folder} ({err.strerror or err}); make it writable or choose "
+            "another checkpoint.dir"
+        ) from None
 
 
 def _absolute_paths(cfg: Config) -> None:
@@ -101,15 +135,26 @@ def _absolute_paths(cfg: Config) -> None:
 
 
 def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
-    """Saves the recipe; returns the checkpoint to resume from, clearing old outputs when not resuming."""
+    """Saves the recipe and removes old results; returns the checkpoint to resume from, else clears old ones."""
     if rank_zero_only.rank == 0:
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     if cfg.auto_resume and cfg.checkpoint.enabled:
         return newest_checkpoint(run_dir)
     if rank_zero_only.rank == 0:
-        for stale in [*(run_dir / CHECKPOINT_DIR).glob("*.ckpt"), run_dir / RESULTS_FILE]:
+        for stale in (run_dir / CHECKPOINT_DIR).glob("*.ckpt"):
             stale.unlink(missing_ok=True)
     return None
+
+
+def _write_results(path: Path, results: dict[str, Any]) -> None:
+    try:
+        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    except OSError as err:
+        raise RunError(
+            f"results: writing {path} failed ({err.strerror or err}); the run's checkpoints are kept: free space "
+            "there and rerun to evaluate again"
+        ) from None
 
 
 def _online_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -156,10 +201,12 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
 
     Raises:
         ConfigError, DataError: one line naming the key (devices, paths, method arguments...).
+        RunError: one line, when training or writing fails (non-finite loss, checkpoint, disk).
     """
     started = time.time()
     recipe_hash = config_hash(cfg)
     run_dir = run_dir_of(cfg).resolve()
+    check_writable(Path(cfg.checkpoint.dir).expanduser())  # before the smoke shrink caches data there
     smoke = effective(cfg)
     cfg = smoke.cfg
     plan = check_runtime(cfg)
@@ -172,6 +219,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     model = build_method(cfg, num_classes(val), plan.world_size)
 
     resume = _prepare_run_dir(cfg, run_dir)
+    if resume is not None:
+        check_resumable(resume, model, resolved_method(cfg))
     trainer, progress = pretrain_trainer(cfg, plan, run_dir, len(train_loader))
     trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume)
     checkpoint = None
@@ -199,6 +248,7 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "start_global_step": progress.start_step,
         "resumed_from": None if resume is None else str(resume),
+        "skipped_steps": next(c.skipped for c in trainer.callbacks if isinstance(c, NanGuard)),
         "pretrain_seconds": progress.seconds,
         "pretrain_images_per_s": progress.images_per_s,
         "wall_time_s": time.time() - started,
@@ -210,7 +260,7 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         "versions": _versions(),
     }
     if trainer.is_global_zero:
-        atomic_write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        _write_results(run_dir / RESULTS_FILE, results)
         print(summary(results))
     return results
 
@@ -231,6 +281,9 @@ def summary(results: dict[str, Any]) -> str:
     ]
     if results["resumed_from"]:
         lines.append(f"  resumed from {results['resumed_from']}")
+    if results["skipped_steps"]:
+        steps = ", ".join(map(str, results["skipped_steps"]))
+        lines.append(f"  skipped      {len(results['skipped_steps'])} step(s) with a non-finite loss: {steps}")
     lines.append(f"  checkpoint   {results['checkpoint']}")
     for label, keys in (("online", ("val_acc1", "val_knn_acc1")), ("kNN", ("knn_top1", "knn_top5")),
                         ("linear", ("linear_top1", "linear_top5"))):

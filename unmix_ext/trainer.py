@@ -10,24 +10,35 @@
 - Checkpoints: every ``checkpoint.frequency`` epochs, ``epoch=<e>-step=<s>.ckpt``
   in ``<run dir>/checkpoints/`` (the newest one kept; ``last.ckpt`` links to
   it), written to a hidden partial file and renamed (:mod:`unmix_ext.files`),
-  so a run killed mid-write never leaves a truncated file that looks complete.
+  so a run killed mid-write never leaves a truncated file that looks complete;
+  a failed write (a full disk) is a one-line :class:`CheckpointError`.
+- Resuming is exact: besides Lightning's own state (weights, momentum encoder
+  and queues, optimizer, scheduler, loops), a checkpoint holds every process's
+  random generators (:class:`ResumeState`), so the resumed run draws the same
+  shuffle, augmentations and loader seeds as an uninterrupted one; Un-Mix's
+  draws are seeded by the global step. :func:`check_resumable` refuses, in one
+  line, a checkpoint that cannot be read or belongs to another method.
+- Non-finite losses stop the run or are skipped (:class:`unmix_ext.guard.NanGuard`).
 """
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from unmix_ext.config import Config, ConfigError
+from unmix_ext.config import Config, ConfigError, resolved_method
 from unmix_ext.files import atomic_write
+from unmix_ext.guard import CheckpointError, NanGuard
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -76,9 +87,101 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """Writes ``checkpoint`` to ``path``; raises CheckpointError (one line) if the file system refuses."""
         if storage_options is not None:
             raise TypeError("storage_options: not supported by AtomicCheckpointIO")
-        atomic_write(path, lambda file: torch.save(checkpoint, file))
+        try:
+            atomic_write(path, lambda file: torch.save(checkpoint, file))
+        except OSError as err:
+            kept = _newest(Path(path).parent)
+            state = f"the last complete checkpoint {kept} is kept" if kept else "no complete checkpoint was written yet"
+            raise CheckpointError(
+                f"checkpoint.dir: writing {path} failed ({err.strerror or err}); {state}; free space there or "
+                "choose another checkpoint.dir, then rerun"
+            ) from None
+
+
+def _random_state() -> dict[str, Any]:
+    """This process's random generators, in types a checkpoint loads without pickled classes."""
+    name, keys, *position = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, keys.tolist(), *position],
+        "python": random.getstate(),
+    }
+
+
+def _set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *position = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *position))
+    random.setstate(state["python"])
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class ResumeState(Callback):
+    """What a checkpoint holds beyond Lightning's own state: the method's name and the random generators.
+
+    ``state_dict()`` (called by every process when a checkpoint is written) gathers each
+    process's generators (torch, CUDA, numpy, Python) by rank; ``load_state_dict()`` gives
+    each process its own back, before Lightning draws the next epoch's shuffle and loader
+    seeds. (A resumed run under more processes seeds the extra ones as a fresh run would.)
+
+    Args:
+        method: registry name of the method being trained, e.g. "simclr_unmix".
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def state_dict(self) -> dict[str, Any]:
+        states = [_random_state()]
+        if _distributed():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states[0])
+            states = gathered
+        return {"method": self.method, "random": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        rank = torch.distributed.get_rank() if _distributed() else 0
+        states = state_dict.get("random", [])
+        if rank < len(states):
+            _set_random_state(states[rank])
+
+
+def check_resumable(path: Path, model: pl.LightningModule, method: str) -> None:
+    """Raises CheckpointError (one line) unless ``path`` can be read and fits ``model``, trained as ``method``."""
+    shown = Path(path).resolve()
+    hint = f"move {shown} away (a rerun then resumes from an older checkpoint, if any) or set auto_resume=false"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated zip, a foreign pickle, an empty file: each raises its own type
+        text = str(err).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise CheckpointError(f"checkpoint: {shown} cannot be read ({reason}); {hint}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint: {shown} is not a Lightning checkpoint; {hint}")
+    written_by = checkpoint.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("method")
+    if written_by is not None and written_by != method:
+        raise CheckpointError(f"checkpoint: {shown} was written by method {written_by}, this recipe trains {method}; "
+                              f"{hint}")
+    expected, found = model.state_dict(), checkpoint["state_dict"]
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    reshaped = sorted(key for key in expected.keys() & found.keys()
+                      if getattr(expected[key], "shape", None) != getattr(found[key], "shape", None))
+    if missing or unexpected or reshaped:
+        first = (missing or unexpected or reshaped)[0]
+        raise CheckpointError(
+            f"checkpoint: {shown} does not fit {method}: {len(missing)} weight(s) missing, {len(unexpected)} "
+            f"unexpected, {len(reshaped)} of another shape (first: {first}); it was written for another method, "
+            f"backbone or head; {hint}"
+        )
 
 
 class RunProgress(Callback):
@@ -124,10 +227,14 @@ class RunProgress(Callback):
         return self.images / self.seconds if self.seconds > 0 else None
 
 
+def _newest(folder: Path) -> Path | None:
+    found = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The most recently written complete ``*.ckpt`` of a run, or None."""
-    found = [path for path in (run_dir / CHECKPOINT_DIR).glob("*.ckpt") if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
+    return _newest(run_dir / CHECKPOINT_DIR)
 
 
 def _loggers(cfg: Config, run_dir: Path, stage: str) -> list:
@@ -153,7 +260,9 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: Path, stage: str, batches: i
         "num_nodes": cfg.num_nodes,
         "strategy": plan.strategy,
         "precision": cfg.precision,
-        "benchmark": plan.accelerator == "gpu",  # fixed crop sizes: let cuDNN pick its fastest kernels
+        "deterministic": cfg.deterministic,
+        # fixed crop sizes: let cuDNN pick its fastest kernels, unless the run must repeat exactly
+        "benchmark": plan.accelerator == "gpu" and not cfg.deterministic,
         "logger": _loggers(cfg, run_dir, stage),
         "log_every_n_steps": max(1, min(LOG_EVERY_N_STEPS, steps_per_epoch)),
         "enable_model_summary": False,
@@ -163,7 +272,10 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: Path, stage: str, batches: i
 def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int) -> tuple[pl.Trainer, RunProgress]:
     """The pretraining Trainer and its :class:`RunProgress` callback (``batches``: the training loader's length)."""
     progress = RunProgress()
-    callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step"), progress]
+    callbacks: list[Callback] = [
+        LearningRateMonitor(logging_interval="step"), progress,
+        NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)),
+    ]
     if cfg.checkpoint.enabled:
         callbacks.append(
             ModelCheckpoint(

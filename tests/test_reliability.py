@@ -1,0 +1,536 @@
+"""Long runs lose nothing and fail in one line: exact resume, NaN guard, DDP on CPU, bad inputs, determinism.
+
+Runs here are tiny full-scale recipes on fake CIFAR-10 (10 images, one 8-image batch of
+8-pixel crops per epoch, so an epoch is one optimizer step and a checkpoint). They run in
+this process (``run``/``main``), in a forked child where a process must die, and in two
+fresh processes for DDP.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from unmix_ext import data as data_module
+from unmix_ext.builder import ssl_methods
+from unmix_ext.config import load_config
+from unmix_ext.fake_data import write_fake_dataset
+from unmix_ext.guard import LossNotFiniteError, NanGuard
+from unmix_ext.run import RESULTS_FILE, main, run, run_dir_of
+from unmix_ext.trainer import CHECKPOINT_DIR, newest_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+REPO = Path(__file__).resolve().parents[1]
+
+RECIPE = {
+    "method": "simclr_unmix",
+    "backbone": {"name": "resnet18"},
+    "method_kwargs": {"proj_hidden_dim": 32, "proj_output_dim": 16},
+    "data": {"dataset": "cifar10", "num_workers": 0},
+    "augmentations": [{"crop_size": 8, "num_crops": 2}],
+    "optimizer": {"name": "lars", "batch_size": 8, "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1.0e-5,
+                  "kwargs": {"eta": 0.02}},
+    "scheduler": {"name": "warmup_cosine", "warmup_epochs": 1},
+    "max_epochs": 3,
+    "precision": "32-true",
+    "eval": {"knn": {"enabled": False}, "linear": {"enabled": False}},
+}
+# what each method needs beyond RECIPE to fit a batch of 8
+METHOD_KWARGS = {"mocov2_unmix": ["method_kwargs.queue_size=32"]}
+PARTS = ("unmix/base_loss", "unmix/mix_loss", "unmix/lam", "unmix/global")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_flags():
+    # deterministic=true makes Lightning switch torch's global flag on; later tests expect it as it was
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory) -> Path:
+    """Fake CIFAR-10 in its release format: 10 training and 10 test images of 32x32."""
+    return write_fake_dataset("cifar10", tmp_path_factory.mktemp("cifar") / "cifar10", num_per_class=1)
+
+
+def write_recipe(folder: Path, train_path: Path, dataset: str = "cifar10", name: str = "recipe.yaml",
+                 **edits) -> Path:
+    """RECIPE on ``train_path``, checkpoints under ``folder/runs``; ``edits`` replace top-level keys."""
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["data"].update(dataset=dataset, train_path=str(train_path))
+    recipe["checkpoint"] = {"dir": str(folder / "runs")}
+    path = folder / name
+    path.write_text(yaml.safe_dump({**recipe, **edits}))
+    return path
+
+
+def load(recipe: Path, *overrides: str):
+    return load_config(recipe, overrides, known_methods=ssl_methods())
+
+
+def checkpoint_files(run_dir: Path) -> list[str]:
+    return sorted(path.name for path in (run_dir / CHECKPOINT_DIR).iterdir())
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and err.endswith(lines[0] + "\n"), err[-3000:]
+    return lines[0]
+
+
+def assert_no_results(folder: Path) -> None:
+    assert not list(folder.rglob(RESULTS_FILE)) and not list(folder.rglob(".*.partial-*"))
+
+
+# ---------------------------------------------------------------------------
+# 1. exact resume
+
+
+def _die_while_saving(cfg, step: int) -> None:
+    """Runs ``cfg``; SIGKILLs itself halfway through writing the checkpoint of global step ``step``."""
+    save = torch.save
+
+    def dying_save(obj, file, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("global_step") == step:
+            file.write(b"PK\x03\x04 half a checkpoint")
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, file, *args, **kwargs)
+
+    torch.save = dying_save
+    run(cfg)
+
+
+def _logged_steps(run_dir: Path, version: int) -> dict[int, torch.Tensor]:
+    """``{global step: float32 [base loss, mix loss, lam, global]}`` from a run's CSV log."""
+    path = run_dir / "logs" / "pretrain" / f"version_{version}" / "metrics.csv"
+    rows = [row for row in csv.DictReader(path.open()) if row.get(PARTS[0])]
+    return {int(row["step"]): torch.tensor([float(row[key]) for key in PARTS]) for row in rows}
+
+
+def _final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+def assert_same(ours, theirs, where: str = "checkpoint") -> None:
+    """Nested checkpoint contents equal: tensors within float tolerance, everything else exactly."""
+    if torch.is_tensor(ours):
+        torch.testing.assert_close(ours, theirs, msg=where)
+    elif isinstance(ours, dict):
+        assert ours.keys() == theirs.keys(), where
+        for key in ours:
+            assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert ours == theirs, where
+
+
+# (method, loader processes): one run of each family shape, with and without loader processes
+@pytest.mark.parametrize("method, workers", [("simclr_unmix", 1), ("mocov2_unmix", 0)])
+def test_run_killed_while_checkpointing_resumes_exactly(tmp_path, cifar, method, workers):
+    recipe = write_recipe(tmp_path, cifar)
+    overrides = [f"method={method}", *METHOD_KWARGS.get(method, []), "max_epochs=4", "deterministic=true",
+                 f"data.num_workers={workers}"]
+    reference = run(load(recipe, *overrides, f"checkpoint.dir={tmp_path / 'reference'}"))
+    cfg = load(recipe, *overrides, f"checkpoint.dir={tmp_path / 'killed'}")
+    run_dir = run_dir_of(cfg).resolve()
+
+    child = multiprocessing.get_context("fork").Process(target=_die_while_saving, args=(cfg, 3))
+    child.start()
+    child.join(timeout=300)
+    if child.is_alive():
+        child.kill()
+
+    assert child.exitcode == -signal.SIGKILL
+    files = checkpoint_files(run_dir)
+    assert [name for name in files if name.startswith(".")] == [f".epoch=2-step=3.ckpt.partial-{child.pid}"]
+    good = newest_checkpoint(run_dir)
+    assert torch.load(good, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert not (run_dir / RESULTS_FILE).exists()
+
+    resumed = run(cfg)
+
+    assert (resumed["start_global_step"], resumed["global_step"]) == (2, reference["global_step"]) == (2, 4)
+    assert resumed["resumed_from"] == str(good)
+    # the loss curve after the restart is the uninterrupted run's: same lam, mode, base and mixture losses
+    after = _logged_steps(run_dir, version=1)
+    before = _logged_steps(Path(reference["run_dir"]), version=0)
+    assert sorted(after) == [2, 3]
+    torch.testing.assert_close({step: before[step] for step in after}, after)
+    # and so is everything it ends with: weights, momentum encoder, queue, optimizer, scheduler, generators
+    ours, theirs = _final_state(run_dir), _final_state(Path(reference["run_dir"]))
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch"):
+        assert_same(ours[key], theirs[key], key)
+    for callback in ("ResumeState", "NanGuard"):
+        assert_same(ours["callbacks"][callback], theirs["callbacks"][callback], callback)
+
+
+# ---------------------------------------------------------------------------
+# 2. NaN guard
+
+
+class _Line(pl.LightningModule):
+    """y = w.x on 4 fixed points, SGD with momentum and weight decay; the loss is NaN at ``bad_steps``."""
+
+    def __init__(self, bad_steps: set[int]) -> None:
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+        self.bad_steps = bad_steps
+        self.weights: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        return loss * float("nan") if self.global_step in self.bad_steps else loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.weights.append(self.layer.weight.detach().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+
+
+def _fit_line(bad_steps: set[int], guard: NanGuard) -> _Line:
+    torch.manual_seed(0)
+    model = _Line(bad_steps)
+    trainer = pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[guard])
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(4, 3)), batch_size=4))
+    return model
+
+
+def test_nan_guard_skips_a_bad_step_without_moving_weights_or_momentum():
+    guard = NanGuard(max_skipped_steps=1)
+    model = _fit_line({2}, guard)
+
+    weights = model.weights
+    assert guard.skipped == [2] and len(weights) == 4
+    assert torch.equal(weights[2], weights[1])  # no gradient, no weight decay, no momentum carried over
+    assert not torch.equal(weights[3], weights[2]) and all(torch.isfinite(w).all() for w in weights)
+
+
+def test_nan_guard_stops_past_its_budget():
+    with pytest.raises(LossNotFiniteError, match=r"^loss: not finite at global step 3 \(epoch 3\), after 1 "
+                                                 r"skipped step\(s\): loss nan; .*no checkpoint was written yet"):
+        _fit_line({1, 3}, NanGuard(max_skipped_steps=1))
+    with pytest.raises(ValueError, match="max_skipped_steps"):
+        NanGuard(max_skipped_steps=-1)
+
+
+def _nan_mixture_at(monkeypatch, method: str, step: int) -> None:
+    cls = ssl_methods()[method]
+    mixture_loss = cls.mixture_loss
+
+    def poisoned(self, *args, **kwargs):
+        loss = mixture_loss(self, *args, **kwargs)
+        return loss * float("nan") if self.global_step == step else loss
+
+    monkeypatch.setattr(cls, "mixture_loss", poisoned)
+
+
+def test_nan_loss_stops_the_run_naming_step_parts_and_kept_checkpoint(tmp_path, cifar, capsys, monkeypatch):
+    recipe = write_recipe(tmp_path, cifar)
+    _nan_mixture_at(monkeypatch, "simclr_unmix", step=2)
+
+    assert main([str(recipe)]) == 2
+
+    line = one_error_line(capsys)
+    run_dir = run_dir_of(load(recipe)).resolve()
+    kept = run_dir / CHECKPOINT_DIR / "epoch=1-step=2.ckpt"
+    assert line.startswith("error: loss: not finite at global step 2 (epoch 2): loss nan (base ")
+    assert ", mix nan); training stopped, the last good checkpoint " f"{kept} is kept" in line
+    assert "nan_guard.max_skipped_steps=N" in line
+    assert torch.load(kept, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert_no_results(tmp_path)
+
+
+def test_nan_guard_option_skips_and_records_the_step(tmp_path, cifar, monkeypatch):
+    recipe = write_recipe(tmp_path, cifar)
+    _nan_mixture_at(monkeypatch, "simclr_unmix", step=1)
+
+    with pytest.warns(UserWarning, match=r"global step 1: loss nan .*step skipped \(1 of nan_guard"):
+        results = run(load(recipe, "nan_guard.max_skipped_steps=1"))
+
+    assert results["skipped_steps"] == [1] and results["global_step"] == 3
+    weights = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
+    assert json.loads((Path(results["run_dir"]) / RESULTS_FILE).read_text())["skipped_steps"] == [1]
+
+
+# ---------------------------------------------------------------------------
+# 3. two processes on one machine (gloo on CPU, Lightning's DDP strategy)
+
+# runs each recipe with `python -m unmix_ext.run`'s main(), recording every Un-Mix draw and the
+# trained model of this process; Lightning starts rank 1 by running this script again
+DDP_DRIVER = '''
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+import unmix_ext.run as runner
+from unmix_ext import mixing
+
+out, recipes = Path(sys.argv[1]), sys.argv[2:]
+draws, models = [], []
+mix, build = mixing.UnMix.__call__, runner.build_method
+
+
+def recorded(self, images, generator=None):
+    result = mix(self, images, generator)
+    draws.append((images.shape[0], float(result.lam), result.mode))
+    return result
+
+
+def built(*args, **kwargs):
+    models.append(build(*args, **kwargs))
+    return models[-1]
+
+
+mixing.UnMix.__call__, runner.build_method = recorded, built
+for recipe in recipes:
+    draws.clear()
+    models.clear()
+    status = runner.main([recipe])
+    torch.save({"status": status, "draws": list(draws), "state": models[0].state_dict()},
+               out / f"{Path(recipe).stem}-rank{rank_zero_only.rank}.pt")
+'''
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two processes need two CPU cores")
+def test_two_processes_mix_their_own_batches_and_rank_zero_records(tmp_path):
+    cifar = write_fake_dataset("cifar10", tmp_path / "cifar10", num_per_class=2)  # 20 images: 10 per process
+    optimizer = {**RECIPE["optimizer"], "batch_size": 4}
+    queue = {**RECIPE["method_kwargs"], "queue_size": 64}
+    recipes = {
+        method: write_recipe(tmp_path, cifar, name=f"{method}.yaml", method=method, devices=2, max_epochs=1,
+                             optimizer=optimizer, **extra)
+        for method, extra in (("simclr_unmix", {}), ("mocov2_unmix", {"method_kwargs": queue}))
+    }
+    driver = tmp_path / "driver.py"
+    driver.write_text(DDP_DRIVER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WANDB_MODE", None)
+
+    done = subprocess.run([sys.executable, str(driver), str(tmp_path), *map(str, recipes.values())],
+                          cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for method, recipe in recipes.items():
+        ranks = [torch.load(tmp_path / f"{method}-rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+        assert [rank["status"] for rank in ranks] == [0, 0]
+        # each process mixed its own 4 images at each of the 2 steps, with its own draws
+        for rank in ranks:
+            assert [n for n, _, _ in rank["draws"]] == [4] * 2
+        assert [lam for _, lam, _ in ranks[0]["draws"]] != [lam for _, lam, _ in ranks[1]["draws"]]
+        # gradients were averaged and gathered keys queued alike: the processes end identical
+        torch.testing.assert_close(ranks[0]["state"], ranks[1]["state"])
+        if method == "mocov2_unmix":  # 2 steps x 2 processes x 4 keys entered the queue
+            assert int(ranks[0]["state"]["queue_ptr"]) == 16
+        run_dir = run_dir_of(load(recipe)).resolve()
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+        assert (results["world_size"], results["global_step"], results["method"]) == (2, 2, method)
+        assert checkpoint_files(run_dir) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    assert len(list((tmp_path / "runs").rglob(RESULTS_FILE))) == 2  # one per run, from rank 0
+
+
+# ---------------------------------------------------------------------------
+# 4. bad input: one line naming the thing and what to do, and no results file
+
+
+def _image_folder(root: Path, broken: dict[str, bytes] | None = None, empty_class: bool = False) -> Path:
+    """A 2-class image folder of 6 training images per class; ``broken`` files join the first class."""
+    write_fake_dataset("image_folder", root, num_per_class=6, num_classes=2)
+    first = sorted((root / "train").iterdir())[0]
+    for name, content in (broken or {}).items():
+        (first / name).write_bytes(content)
+    if empty_class:
+        (root / "train" / "zz_empty").mkdir()
+    return root
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TRUNCATED = {"truncated.png": _png_bytes()[:60], "garbage.png": b"not an image at all"}
+
+
+BAD = {
+    "corrupt image (folder read up front)": "corrupt",
+    "empty dataset": "empty",
+    "class folder without images": "empty_class",
+    "recipe path that does not exist": "no_recipe",
+    "read-only output directory": "read_only",
+    "crop larger than the images": "big_crop",
+    "corrupted checkpoint file": "bad_checkpoint",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD.values()), ids=list(BAD))
+def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, case):
+    recipe = write_recipe(tmp_path, cifar)
+    args = [str(recipe)]
+    if case == "corrupt":
+        root = _image_folder(tmp_path / "folder", TRUNCATED)
+        recipe = write_recipe(tmp_path, root, dataset="image_folder")
+        broken = sorted((root / "train").iterdir())[0] / "garbage.png"
+        expected = f"error: data.train_path: {broken} cannot be read as an image ("
+        needle = "on_corrupt='skip'"
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        recipe = write_recipe(tmp_path, tmp_path / "empty", dataset="image_folder")
+        expected, needle = f"error: data.train_path: {tmp_path / 'empty'} holds no images", "ImageFolder layout"
+    elif case == "empty_class":
+        root = _image_folder(tmp_path / "folder", empty_class=True)
+        recipe = write_recipe(tmp_path, root, dataset="image_folder")
+        expected = f"error: data.train_path: class folder {root / 'train' / 'zz_empty'} has no image files"
+        needle = "ImageFolder layout"
+    elif case == "no_recipe":
+        args = [str(tmp_path / "missing.yaml")]
+        expected, needle = f"error: recipe: file not found: {tmp_path / 'missing.yaml'}", ""
+    elif case == "read_only":
+        out = tmp_path / "runs"
+        out.mkdir()
+        out.chmod(0o555)
+        if os.geteuid() == 0:  # root writes through permission bits: answer as a read-only mount would
+            def refuse(*_args, **_kwargs):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+            monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+        expected, needle = f"error: checkpoint.dir: cannot write to {out} (", "choose another checkpoint.dir"
+    elif case == "big_crop":
+        args.append("augmentations.0.crop_size=64")
+        expected = "error: augmentations.0.crop_size: 64 px is larger than the 32x32 images of cifar10"
+        needle = "use a crop_size <= 32"
+    else:
+        run_dir = run_dir_of(load(recipe)).resolve()
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
+        (run_dir / CHECKPOINT_DIR / "epoch=0-step=1.ckpt").write_bytes(b"PK\x03\x04 cut short by a crash")
+        expected = f"error: checkpoint: {run_dir / CHECKPOINT_DIR / 'epoch=0-step=1.ckpt'} cannot be read ("
+        needle = "or set auto_resume=false"
+
+    try:
+        assert main(args) == 2
+    finally:
+        if case == "read_only":
+            (tmp_path / "runs").chmod(0o755)
+
+    line = one_error_line(capsys)
+    assert line.startswith(expected) and needle in line, line
+    assert_no_results(tmp_path)
+
+
+def test_corrupt_images_skipped_by_option_with_a_count(tmp_path):
+    root = _image_folder(tmp_path / "folder", TRUNCATED)
+    recipe = write_recipe(tmp_path, root, dataset="image_folder")
+
+    with pytest.warns(UserWarning, match=r"data.train_path: skipped 2 unreadable image file\(s\)"):
+        results = run(load(recipe, "data.on_corrupt=skip", "max_epochs=1"))
+
+    assert results["global_step"] == 1
+
+
+def test_corrupt_image_met_in_a_loader_process_is_one_line(tmp_path, capsys, monkeypatch):
+    # a large dataset is checked as it is read, in the DataLoader's worker processes
+    monkeypatch.setattr(data_module, "VERIFY_UPFRONT_MAX", 0)
+    root = _image_folder(tmp_path / "folder", {"truncated.png": TRUNCATED["truncated.png"]})
+    recipe = write_recipe(tmp_path, root, dataset="image_folder")
+
+    # one batch of all 13 files, so the broken one is read
+    assert main([str(recipe), "data.num_workers=1", "max_epochs=1", "optimizer.batch_size=13"]) == 2
+
+    line = one_error_line(capsys)
+    broken = sorted((root / "train").iterdir())[0] / "truncated.png"
+    assert line.startswith(f"error: data.train_path: {broken} cannot be read as an image"), line
+    assert "Traceback" not in line and "worker" not in line
+    assert_no_results(tmp_path)
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path, cifar, capsys):
+    recipe = write_recipe(tmp_path, cifar)
+    other = run(load(recipe, "method=mocov2_unmix", "method_kwargs.queue_size=32", "max_epochs=1"))
+    foreign = torch.load(other["checkpoint"], map_location="cpu", weights_only=False)
+    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    checkpoints.mkdir(parents=True)
+    torch.save(foreign, checkpoints / "epoch=0-step=1.ckpt")
+
+    assert main([str(recipe)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: checkpoint: {checkpoints / 'epoch=0-step=1.ckpt'} was written by method "
+                           "mocov2_unmix, this recipe trains simclr_unmix; move "), line
+
+    del foreign["callbacks"]  # a checkpoint from elsewhere: its weights tell
+    torch.save(foreign, checkpoints / "epoch=0-step=1.ckpt")
+    assert main([str(recipe)]) == 2
+    line = one_error_line(capsys)
+    assert " does not fit simclr_unmix: " in line and "written for another method, backbone or head" in line
+    assert not (checkpoints.parent / RESULTS_FILE).exists()
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar, capsys, monkeypatch):
+    recipe = write_recipe(tmp_path, cifar)
+    save = torch.save
+
+    def full_disk_at_step_two(obj, file, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("global_step") == 2:
+            file.write(b"PK\x03\x04 the first bytes")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_two)
+
+    assert main([str(recipe)]) == 2
+
+    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    line = one_error_line(capsys)
+    assert line == (
+        f"error: checkpoint.dir: writing {checkpoints / 'epoch=1-step=2.ckpt'} failed (No space left on device); "
+        f"the last complete checkpoint {checkpoints / 'epoch=0-step=1.ckpt'} is kept; free space there or "
+        "choose another checkpoint.dir, then rerun"
+    )
+    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+    assert_no_results(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# 5. determinism
+
+
+def test_same_seed_and_config_give_identical_results(tmp_path, cifar):
+    recipe = write_recipe(tmp_path, cifar)
+    overrides = ["max_epochs=2", "eval.knn.enabled=true", "eval.knn.k=5", "eval.linear.enabled=true",
+                 "eval.linear.max_epochs=1", "eval.linear.batch_size=8"]
+
+    first, second = (run(load(recipe, *overrides, f"checkpoint.dir={tmp_path / name}")) for name in "ab")
+
+    assert {"knn_top1", "linear_top1", "val_acc1"} <= set(first["metrics"])
+    assert first["metrics"] == second["metrics"]
+    # accuracies on 10 images are coarse: the weights they come from are identical too
+    weights = [torch.load(r["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+               for r in (first, second)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
