@@ -294,7 +294,7 @@ class FileDataset(LabelledDataset):
     def _corrupt(self, path: str, exc: BaseException) -> CorruptImageError:
         return CorruptImageError(
             f"{self.key}: {path} cannot be read as an image ({_first_line(exc)}); "
-            "delete it or pass on_corrupt='skip'"
+            "delete it or pass on_corrupt='skip' (data.on_corrupt: skip in a recipe)"
         )
 
     def _check_size(self, path: str, image: Image.Image) -> None:
