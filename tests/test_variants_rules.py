@@ -174,3 +174,23 @@ def test_solo_argparse_exposes_the_unmix_options():
                               "--unmix_target_side", "online", "--num_prototypes", "10"])
     assert (args.unmix_alpha, args.unmix_view, args.unmix_target_side) == (0.5, 1, "online")
     assert args.num_prototypes == 10 and args.unmix_prob == 0.5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_mixture_learns(name, build_method):
+    """The mixed view's features get a gradient from the step's loss (not only a target)."""
+    model = build_method(name, unmix_lam=0.3, unmix_prob=1.0)
+    silence_logging(model)
+    mixed_feats = []
+
+    def keep_first_call(module, inputs, output):
+        if not mixed_feats:  # forward_mixed runs before the base step: call 1 is the mixture
+            output.retain_grad()
+            mixed_feats.append(output)
+
+    model.encoder.register_forward_hook(keep_first_call)
+    loss = model.training_step(make_batch(), 0)
+    loss.backward()
+
+    grad = mixed_feats[0].grad
+    assert grad is not None and grad.abs().sum() > 0

@@ -67,7 +67,9 @@ class WMSEUnMix(_ProjectorPairUnMix, WMSE):
             for idx in slices:
                 for w, v in zip(white, (v_other, v_mixed)):
                     w[idx] = self.whitening(v[idx]).type_as(w)
-            loss = loss + wmse_loss_func(*white)
+            # solo's W-MSE loss stops the gradient of its second argument: the mixture goes
+            # first, so it is the side that learns
+            loss = loss + wmse_loss_func(white[1], white[0])
         return loss / self.whitening_iters
 
 
