@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	@echo "make demo: not built yet (the demo issue adds it)"
+	$(PY) -m unmix_ext.demo $(DEMO_ARGS)
 
 # What Un-Mix costs next to each base method (step, mixing, whole pipeline), as ratios measured
 # interleaved on this machine: results/bench.md (about ten minutes on 2 CPU cores; see benchmarks/).
