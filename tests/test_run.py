@@ -134,6 +134,27 @@ def test_linear_command_on_a_run_checkpoint(smoke_run):
     assert f"linear_top1 {written['linear_top1']:.2f}" in done.stdout
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_linear_command_on_a_damaged_checkpoint_is_one_line(smoke_run, damage, capsys):
+    from unmix_ext.linear import main as linear_main
+
+    _, _, results = smoke_run
+    good = Path(results["checkpoint"])
+    bad = good.with_name(f"{damage}.ckpt")  # next to the run's own checkpoints: only the file is wrong
+    try:
+        if damage == "truncated":
+            bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        else:
+            torch.save({"encoder.weight": torch.zeros(2)}, bad)  # a plain state_dict, not a Lightning checkpoint
+        assert linear_main([str(bad)]) == 2
+    finally:
+        bad.unlink()
+    err = capsys.readouterr().err
+    reason = "cannot be read (not a PyTorch checkpoint archive, or truncated)" if damage == "truncated" else (
+        "is not a Lightning checkpoint")
+    assert err.count("\n") == 1 and err.startswith(f"error: checkpoint: {bad.resolve()} {reason}"), err
+
+
 def test_unmix_enabled_runs_the_variant(smoke_run):
     _, cfg, results = smoke_run
 

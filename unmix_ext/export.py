@@ -48,8 +48,9 @@ the architecture, the stem, the source checkpoint and how to build the model):
 Checkpoints are unpickled in full (``weights_only=False``, as Lightning writes
 more than tensors): export only checkpoints you trust. Every mistake (no such
 file, not a checkpoint, truncated or corrupt, no backbone, a format that
-cannot hold the architecture) is one line: :class:`ExportError`, which the
-command prints as ``error: ...`` and exits with status 2.
+cannot hold the architecture) is one line: :class:`ExportError`, or the
+:class:`~unmix_ext.guard.CheckpointError` of :func:`~unmix_ext.files.read_checkpoint`
+for a file that is not a complete checkpoint, which the command prints as ``error: ...`` and exits with status 2.
 
 Example::
 
@@ -63,7 +64,6 @@ import json
 import pickle
 import re
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
@@ -72,7 +72,8 @@ import torch
 from torch import nn
 
 from unmix_ext.cli import USAGE_ERROR
-from unmix_ext.files import atomic_write, atomic_write_text
+from unmix_ext.files import atomic_write, atomic_write_text, read_checkpoint, short_message
+from unmix_ext.guard import CheckpointError
 
 #: the state_dict prefix of each backbone a solo-learn method may hold
 WHICH = {"online": "encoder.", "momentum": "momentum_encoder."}
@@ -89,6 +90,11 @@ TIMM_NAMES = {
     **{name: f"{name}_patch16_224" for name in VIT_WIDTHS.values()},
     **{name: f"{name}_patch4_window7_224" for name in SWIN_SHAPES.values()},
 }
+
+
+#: what a user can do about a checkpoint that cannot be read
+EXPORT_ADVICE = ("give the .ckpt a training run wrote: copy it again from the run, or pick another of its "
+                 "checkpoints (RUN_DIR/checkpoints/)")
 
 
 class ExportError(ValueError):
@@ -114,41 +120,6 @@ class Backbone:
     @property
     def is_resnet(self) -> bool:
         return self.encoder.startswith("resnet")
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The Lightning checkpoint at ``path``, after checking it is a complete ``torch.save`` archive.
-
-    ``torch.save`` writes a zip archive with a CRC per entry; checking the
-    archive first turns a truncated or damaged file into one clear line rather
-    than an error from inside ``torch.load`` (or, worse, silently wrong weights).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such file; give the .ckpt a training run wrote (RUN_DIR/checkpoints/last.ckpt)")
-    advice = "copy it again from the run, or pick another checkpoint of the run (RUN_DIR/checkpoints/)"
-    if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path}: not a PyTorch checkpoint archive, or truncated; {advice}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-            pickled = any(name.endswith("/data.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ExportError(f"{path}: damaged archive ({_one_line(err)}); {advice}") from None
-    if damaged is not None:
-        raise ExportError(f"{path}: damaged archive (entry {damaged} fails its checksum); {advice}")
-    if not pickled:
-        raise ExportError(f"{path}: a zip file, but not one torch.save wrote (no data.pkl); {advice}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # whatever unpickling raises, the user needs the file name, not torch's stack
-        raise ExportError(f"{path}: torch.load failed ({type(err).__name__}: {_one_line(err)}); {advice}") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ExportError(
-            f"{path}: not a Lightning checkpoint (no 'state_dict' entry; a plain state_dict or an export?); "
-            "give the .ckpt a training run wrote"
-        )
-    return checkpoint
 
 
 def extract_backbone(checkpoint: dict[str, Any], which: str = "online", source: str | Path = "checkpoint") -> Backbone:
@@ -386,7 +357,7 @@ def _check_loads(info: dict[str, Any], exported: Any, source: str | Path) -> Non
             model = build_backbone(info)
         model.load_state_dict(exported, strict=True, assign=True)
     except RuntimeError as err:
-        raise ExportError(f"{source}: the {info['format']} model does not accept the weights ({_one_line(err)})") from None
+        raise ExportError(f"{source}: the {info['format']} model does not accept the weights ({short_message(err)})") from None
 
 
 def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "online") -> Path:
@@ -399,19 +370,13 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "onli
     source, out = Path(checkpoint), Path(out)
     if out.resolve() == source.resolve():
         raise ExportError(f"{out}: the output would overwrite the checkpoint; give another OUT path")
-    backbone = extract_backbone(read_checkpoint(source), which, source)
+    backbone = extract_backbone(read_checkpoint(source, EXPORT_ADVICE), which, source)
     exported = FORMATS[fmt].convert(backbone, source)
     info = _sidecar(backbone, fmt, which, source)
     _check_loads(info, exported, source)
     atomic_write(out, lambda file: FORMATS[fmt].save(exported, file))
     atomic_write_text(f"{out}{SIDECAR_SUFFIX}", json.dumps(info, indent=2) + "\n")
     return out
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line (torch's span several), cut to ``limit`` characters."""
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export(args.checkpoint, args.format, args.out, args.which)
-    except ExportError as err:
+    except (ExportError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
     print(f"wrote {out} ({args.format}, {args.which} encoder) and {out}{SIDECAR_SUFFIX}")

@@ -1,15 +1,26 @@
-"""Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half of one.
+"""Checkpoint files: written atomically, read only after a check.
 
-The bytes go to a hidden ``.<name>.partial-<pid>`` file in the same folder,
+Writes: a reader (or a resumed run) sees the old file or the new one, never
+half of one. The bytes go to a hidden ``.<name>.partial-<pid>`` file in the same folder,
 which is flushed to disk and then renamed over the target (a rename within one
 file system is atomic). A process killed mid-write leaves only that hidden
 partial file, which no glob for ``*.ckpt`` or ``*.json`` matches.
+
+Reads: :func:`read_checkpoint` checks the archive before unpickling it, so a
+truncated, damaged or foreign file is one :class:`CheckpointError` line naming
+the file, for the runner's resume, ``unmix_ext.linear`` and ``unmix_ext.export``
+alike.
 """
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+from unmix_ext.guard import CheckpointError
 
 
 def partial_path(path: Path) -> Path:
@@ -36,3 +47,50 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def short_message(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (torch's span several), cut to ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """Why ``path`` is not a complete ``torch.save`` archive, or None when it is one."""
+    if not path.is_file():
+        return "no such file"
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch checkpoint archive, or truncated"
+    try:  # torch.save writes a zip archive with a CRC per entry
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            pickled = any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"damaged archive: {short_message(err)}"
+    if damaged is not None:
+        return f"damaged archive: entry {damaged} fails its checksum"
+    if not pickled:
+        return "a zip file, but not one torch.save wrote (no data.pkl)"
+    return None
+
+
+def read_checkpoint(path: str | Path, advice: str) -> dict[str, Any]:
+    """The Lightning checkpoint at ``path`` (on the CPU), after checking it is a complete ``torch.save`` archive.
+
+    Raises:
+        CheckpointError: ``checkpoint: <path> cannot be read (<why>); <advice>``,
+            or ``... is not a Lightning checkpoint ...`` when it holds no ``state_dict``.
+    """
+    shown = Path(path).resolve()
+    reason = _unreadable_reason(Path(path))
+    if reason is None:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # whatever unpickling raises, the user needs the file name, not torch's stack
+            reason = f"torch.load failed: {type(err).__name__}: {short_message(err)}"
+    if reason is not None:
+        raise CheckpointError(f"checkpoint: {shown} cannot be read ({reason}); {advice}")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint: {shown} is not a Lightning checkpoint (no 'state_dict' entry; a plain "
+                              f"state_dict or an export?); {advice}")
+    return checkpoint

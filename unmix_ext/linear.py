@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
@@ -31,7 +30,8 @@ from unmix_ext.builder import build_method, ssl_methods
 from unmix_ext.cli import run_command
 from unmix_ext.config import Config, ConfigError, load_config
 from unmix_ext.data import LabelledDataset
-from unmix_ext.files import atomic_write_text
+from unmix_ext.files import atomic_write_text, read_checkpoint, short_message
+from unmix_ext.guard import CheckpointError
 from unmix_ext.pipeline import eval_loader, eval_transform, linear_train_transform, load_split, num_classes
 from unmix_ext.smoke import effective
 from unmix_ext.trainer import DevicePlan, device_plan, linear_trainer
@@ -84,9 +84,14 @@ def find_run_dir(checkpoint: Path) -> Path:
 def load_backbone(cfg: Config, checkpoint: Path, classes: int) -> nn.Module:
     """The recipe's backbone with the weights of a pretraining checkpoint."""
     model = build_method(cfg, classes)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    advice = "give a .ckpt from the run's checkpoints/ folder, with the recipe's backbone"
+    state = read_checkpoint(checkpoint, advice)["state_dict"]
     prefix = "encoder."
-    model.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    try:
+        model.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    except RuntimeError as err:  # missing, unexpected or reshaped weights: torch lists them over many lines
+        raise CheckpointError(f"checkpoint: {checkpoint} does not fit the recipe's {cfg.backbone.name} "
+                              f"({short_message(err, limit=200)}); {advice}") from None
     return model.encoder
 
 

@@ -37,7 +37,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from unmix_ext.config import Config, ConfigError, resolved_method
-from unmix_ext.files import atomic_write
+from unmix_ext.files import atomic_write, read_checkpoint
 from unmix_ext.guard import CheckpointError, NanGuard
 
 CHECKPOINT_DIR = "checkpoints"
@@ -159,14 +159,7 @@ def check_resumable(path: Path, model: pl.LightningModule, method: str) -> None:
     """Raises CheckpointError (one line) unless ``path`` can be read and fits ``model``, trained as ``method``."""
     shown = Path(path).resolve()
     hint = f"move {shown} away (a rerun then resumes from an older checkpoint, if any) or set auto_resume=false"
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated zip, a foreign pickle, an empty file: each raises its own type
-        text = str(err).strip()
-        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
-        raise CheckpointError(f"checkpoint: {shown} cannot be read ({reason}); {hint}") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise CheckpointError(f"checkpoint: {shown} is not a Lightning checkpoint; {hint}")
+    checkpoint = read_checkpoint(path, hint)
     written_by = checkpoint.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("method")
     if written_by is not None and written_by != method:
         raise CheckpointError(f"checkpoint: {shown} was written by method {written_by}, this recipe trains {method}; "
