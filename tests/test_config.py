@@ -396,6 +396,16 @@ def test_config_hash_ignores_key_order_and_tracks_values(tmp_path):
     assert config_hash(changed) != config_hash(forward)
 
 
+@pytest.mark.parametrize("override", ["nan_guard.max_skipped_steps=3", "auto_resume=false", "wandb.enabled=false",
+                                      "checkpoint.frequency=2", "checkpoint.dir=elsewhere"])
+def test_config_hash_ignores_how_a_run_is_looked_after(tmp_path, override):
+    # the NaN guard's error tells the user to rerun with nan_guard.max_skipped_steps=N: that rerun must find
+    # (and resume from) the same run directory, not start again in a new one
+    cfg = load_config(_write(tmp_path / "a.yaml", FULL))
+    rerun = load_config(tmp_path / "a.yaml", [override])
+    assert rerun != cfg and config_hash(rerun) == config_hash(cfg)
+
+
 def test_resolved_dict_round_trips():
     cfg = config_from_dict(FULL)
     as_dict = config_to_dict(cfg)

@@ -264,6 +264,12 @@ def test_nan_loss_stops_the_run_naming_step_parts_and_kept_checkpoint(tmp_path, 
     assert torch.load(kept, map_location="cpu", weights_only=False)["global_step"] == 2
     assert_no_results(tmp_path)
 
+    # following the advice resumes from the kept checkpoint, in the same run directory
+    with pytest.warns(UserWarning, match=r"global step 2: loss nan .*step skipped"):
+        results = run(load(recipe, "nan_guard.max_skipped_steps=1"))
+    assert Path(results["run_dir"]) == run_dir
+    assert (results["start_global_step"], results["skipped_steps"], results["global_step"]) == (2, [2], 3)
+
 
 def test_nan_guard_option_skips_and_records_the_step(tmp_path, cifar, monkeypatch):
     recipe = write_recipe(tmp_path, cifar)

@@ -771,7 +771,16 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+#: keys that say how a run is looked after, not what it trains: left out of :func:`config_hash`, so a
+#: rerun that changes them (the NaN guard's advice, wandb on, auto_resume off) keeps the run's directory
+RUN_CONTROL_KEYS = ("auto_resume", "checkpoint", "nan_guard", "wandb")
+
+
 def config_hash(cfg: Config) -> str:
-    """12 hex digits of the sha256 of the canonical resolved config (key order does not matter)."""
-    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`.
+
+    Key order does not matter; any other value that differs gives another hash.
+    """
+    trained = {key: value for key, value in config_to_dict(cfg).items() if key not in RUN_CONTROL_KEYS}
+    canonical = json.dumps(trained, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
