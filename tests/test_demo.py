@@ -71,12 +71,12 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
 
 
-def test_demo_recipes_keep_the_online_knn_and_the_linear_probe(recipes):
+def test_demo_recipes_keep_the_online_knn_and_leave_offline_scores_to_the_demo(recipes):
     from unmix_ext.builder import solo_method_kwargs
 
     for cfg in recipes:
         assert solo_method_kwargs(cfg, num_classes=10)["knn_eval"]  # the curves need it
-        assert cfg.eval.linear.enabled and not cfg.eval.knn.enabled  # the demo scores kNN on all of train
+        assert not (cfg.eval.linear.enabled or cfg.eval.knn.enabled)  # the demo scores with all of train
         assert (cfg.eval.knn.k, cfg.eval.knn.temperature) == (200, 0.1)
 
 
@@ -189,6 +189,17 @@ def test_mix_examples_are_real_mixtures_with_their_lam():
         demo.mix_examples(images[:3], torch.Generator())
 
 
+def test_linear_probe_separates_separable_features():
+    generator = torch.Generator().manual_seed(0)
+    centres = 3 * torch.randn(10, 16, generator=generator)
+    train_targets, test_targets = torch.arange(500) % 10, torch.arange(200) % 10
+    train = centres[train_targets] + torch.randn(500, 16, generator=generator)
+    test = centres[test_targets] + torch.randn(200, 16, generator=generator)
+    assert demo.linear_probe_top1(train, train_targets, test, test_targets) > 95.0
+    shuffled = train_targets[torch.randperm(500, generator=generator)]  # labels unrelated to the features
+    assert demo.linear_probe_top1(train, shuffled, test, test_targets) < 40.0
+
+
 def test_plot_and_table_from_fake_runs(tmp_path):
     histories = {
         "simclr": {"epoch": [1, 2, 3], "val_knn_acc1": [60.0, 65.0, 70.0], "val_acc1": [50.0, 55.0, 60.0]},
@@ -218,22 +229,41 @@ def test_demo_runs_both_recipes_and_writes_table_and_figure(tmp_path, monkeypatc
                        [{"epoch": 0, "val_acc1": 50.0, "val_knn_acc1": 60.0}])
         ran.append((cfg.name, cfg.max_epochs, resolved_method(cfg)))
         return {"method": resolved_method(cfg), "checkpoint": str(run_dir / "last.ckpt"), "run_dir": str(run_dir),
-                "metrics": {"linear_top1": 61.0}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
+                "metrics": {}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
 
-    scores = iter([70.0, 71.0, 74.0])
+    scores = iter([{"knn_top1": v, "linear_top1": v - 9} for v in (70.0, 71.0, 74.0)])
     monkeypatch.setattr(demo, "ensure_fashion_mnist", lambda: [])
     monkeypatch.setattr(demo, "run", fake_run)
     monkeypatch.setattr(demo, "load_backbone", lambda cfg, checkpoint, classes: checkpoint)
     monkeypatch.setattr(demo, "untrained_backbone", lambda cfg: "untrained")
-    monkeypatch.setattr(demo, "full_knn", lambda cfg, backbone: next(scores))
+    monkeypatch.setattr(demo, "score_backbone", lambda cfg, backbone: next(scores))
     monkeypatch.setattr(demo, "real_views", lambda cfg, count: torch.rand(count, 3, 28, 28))
 
     rows = demo.demo(epochs=2, out=tmp_path / "out")
     assert ran == [("demo-simclr", 2, "simclr"), ("demo-simclr_unmix", 2, "simclr_unmix")]
     assert [(r["method"], r["knn_top1"], r.get("linear_top1")) for r in rows] == [
-        ("simclr", 70.0, 61.0), ("simclr_unmix", 71.0, 61.0), ("untrained backbone (reference)", 74.0, None),
+        ("simclr", 70.0, 61.0), ("simclr_unmix", 71.0, 62.0), ("untrained backbone (reference)", 74.0, 65.0),
     ]
     assert (tmp_path / "out" / "demo.png").read_bytes()[:8] == PNG_SIGNATURE
     table = (tmp_path / "out" / "demo.md").read_text()
-    assert "| simclr_unmix | 71.0 | 61.0 | 10 | 100 |" in table and "official test split" in table
-    assert table.split("\n\n")[1] in capsys.readouterr().out
+    assert "| simclr_unmix | 71.0 | 62.0 | 10 | 100 |" in table and "official test split" in table
+    printed = capsys.readouterr().out
+    assert table.split("\n\n")[1] in printed and demo.TABLE_NOTE in printed and demo.TABLE_NOTE in table
+
+
+def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
+    from unmix_ext.fake_data import write_fake_dataset
+
+    root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)  # 60 train, 30 test images
+    cfg = demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "data.fraction=0.5",
+                                             "eval.knn.k=5"])
+    seen = []
+
+    class Pixels(torch.nn.Module):  # a "backbone" that counts the images it embeds
+        def forward(self, images):
+            seen.append(len(images))
+            return images.flatten(1)
+
+    scores = demo.score_backbone(cfg, Pixels())
+    assert sum(seen) == 60 + 30
+    assert set(scores) == {"knn_top1", "linear_top1"} and all(0 <= v <= 100 for v in scores.values())
