@@ -227,6 +227,7 @@ PATCH_MODULES = (
     "knn_num_classes",
     "dino_teacher_warmup",
     "deepclusterv2_empty_targets",
+    "offdiagonal_mask",
     "topk_few_classes",
     "static_lr_pickle",
     "lars_closure",

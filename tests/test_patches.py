@@ -396,6 +396,65 @@ def test_deepclusterv2_loss_averages_over_assigned_targets_only():
     torch.testing.assert_close(loss, torch.stack(expected).mean())
 
 
+# --- offdiagonal_mask ----------------------------------------------------------------
+
+def _autograd_ops(tensor: torch.Tensor) -> set:
+    """Names of the backward nodes that produced ``tensor``."""
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _projections(d: int = 32) -> tuple:
+    generator = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(8, d, generator=generator, requires_grad=True) for _ in range(2))
+
+
+def _barlow_reference(z1, z2, lamb, scale):
+    z1, z2 = (((z - z.mean(0)) / z.var(0, unbiased=False).add(1e-5).sqrt()).double() for z in (z1, z2))
+    corr = z1.T @ z2 / z1.shape[0]
+    diagonal = torch.diagonal(corr)
+    return scale * ((diagonal - 1).pow(2).sum() + lamb * (corr.pow(2).sum() - diagonal.pow(2).sum()))
+
+
+def _off_diagonal_covariance_reference(z1, z2):
+    total = 0.0
+    for z in (z1.double(), z2.double()):
+        cov = torch.cov(z.T)
+        total = total + (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / z.shape[1]
+    return total
+
+
+@pytest.mark.parametrize("module", ["solo.losses.barlow", "solo.methods.barlow_twins", "solo.losses"])
+def test_barlow_loss_has_no_boolean_indexing_and_keeps_its_value(module):
+    loss_func = importlib.import_module(module).barlow_loss_func
+    z1, z2 = _projections()
+
+    loss = loss_func(z1, z2, lamb=0.1, scale_loss=0.5)
+
+    # a boolean index shows up as IndexBackward0 / IndexPutBackward0 (and a host sync on GPUs)
+    assert not {name for name in _autograd_ops(loss) if name.startswith("Index")}, _autograd_ops(loss)
+    torch.testing.assert_close(loss.double(), _barlow_reference(z1, z2, 0.1, 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_vicreg_covariance_loss_has_no_boolean_indexing_and_keeps_its_value():
+    from solo.losses.vicreg import covariance_loss, vicreg_loss_func
+
+    z1, z2 = _projections()
+
+    loss = covariance_loss(z1, z2)
+    total = vicreg_loss_func(z1, z2)  # looks covariance_loss up in its module
+
+    assert not {name for name in _autograd_ops(total) if name.startswith("Index")}, _autograd_ops(total)
+    torch.testing.assert_close(loss.double(), _off_diagonal_covariance_reference(z1, z2), rtol=1e-5, atol=1e-6)
+
+
 # --- topk_few_classes ----------------------------------------------------------------
 
 
