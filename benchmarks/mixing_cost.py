@@ -8,6 +8,11 @@ batch, each timing averaging ``--calls`` calls:
 - ``mix_with_reversed`` in global mode (scalar lam, and one lam per sample) and in
   region mode (one box of half the image, and one box per sample), each as a ratio to
   the copy;
+- where global mode's time goes: its two kernels alone, ``images.flip(0)`` (a
+  copy: one read, one write) and ``torch.lerp`` of the view and a ready flip (two
+  reads, one write). torch has no negative strides, so the flip is materialised;
+  in bytes moved global mode is 2.5 copies, and at small sizes the second kernel
+  launch and the argument checks add to that;
 - the whole per-step draw and mix of a variant (its seeded generator, then ``UnMix``:
   mode, lam and box drawn on the host, then mixed) as a ratio to the copy, and as a
   share of one optimizer step of ``--share-method`` (``benchmarks.step_cost``'s step).
@@ -37,6 +42,9 @@ DEFAULT_CALLS = 200
 DEFAULT_SHARE_METHOD = "simclr_unmix"
 COPY = "copy (clone)"
 DRAW_AND_MIX = "draw + mix (a variant's step)"
+# global mode's two kernels, each timed alone
+FLIP_ALONE = "  its flip alone"
+LERP_ALONE = "  its lerp alone"
 
 
 @dataclass
@@ -67,9 +75,12 @@ def mixers(images: torch.Tensor, draw_and_mix: Callable[[], object]) -> Dict[str
     corner = torch.stack([torch.randint(0, w // 2, (n,), generator=generator),
                           torch.randint(0, h // 2, (n,), generator=generator)], dim=1)
     boxes = torch.cat([corner, corner + torch.tensor([side_w, side_h])], dim=1)
+    flipped = images.flip(0)
     return {
         COPY: images.clone,
         "global": lambda: mix_with_reversed(images, 0.5, "global"),
+        FLIP_ALONE: lambda: images.flip(0),
+        LERP_ALONE: lambda: torch.lerp(flipped, images, 0.5),
         "global, lam per sample": lambda: mix_with_reversed(images, lam_per_sample, "global"),
         "region": lambda: mix_with_reversed(images, 0.5, "region", box),
         "region, box per sample": lambda: mix_with_reversed(images, 0.5, "region", boxes),

@@ -20,7 +20,8 @@ ENCODER_CALLS = {
     "mocov2": ("2 -> 3", "2 -> 2"),
     "swav": ("2 -> 3", "0 -> 0"),
 }
-MIXERS = ("global", "global, lam per sample", "region", "region, box per sample", "draw + mix")
+MIXERS = ("global", "  its flip alone", "  its lerp alone", "global, lam per sample", "region",
+          "region, box per sample", "draw + mix")
 
 
 def test_gpu_check_on_cpu_prints_step_and_mixing_ratios():
