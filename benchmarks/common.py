@@ -22,7 +22,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
+# the memory measurement starts torch's profiler, whose tracing library logs
+# "ERROR: gpuGetDeviceCount failed" on a machine without a GPU: not an error of ours
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+import torch  # noqa: E402
 
 import unmix_ext  # noqa: F401  (patches solo-learn and registers the variants before solo is used)
 from solo.methods import METHODS  # noqa: E402

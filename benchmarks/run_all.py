@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run_all [--batch 16] [--repeats 3] [--methods simclr,byol] [--no-pipeline]
+    python -m benchmarks.run_all [--batch 16] [--repeats 7] [--methods simclr,byol] [--no-pipeline]
                                  [--out results/bench.md]
 
 The defaults keep the whole run within about ten minutes on a 2-core CPU. Every

@@ -20,7 +20,7 @@ out). Reported per pair, variant over base:
 
 Usage::
 
-    python -m benchmarks.step_cost [--methods simclr,byol] [--batch 16] [--repeats 3] [--threads 1]
+    python -m benchmarks.step_cost [--methods simclr,byol] [--batch 16] [--repeats 7] [--threads 1]
     python -m benchmarks.step_cost --device cuda --amp bf16 --channels-last --batch 256
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ from unmix_ext.methods import UNMIX_SUFFIX
 
 #: sizes that keep all 15 pairs within a few minutes on a 2-core CPU; the counting and
 #: profiled steps that precede the timed rounds already warm each model up
-DEFAULTS = Options(batch=16, image=32, repeats=3, warmup=0)
+DEFAULTS = Options(batch=16, image=32, repeats=7, warmup=0)
 
 
 @dataclass
