@@ -128,6 +128,26 @@ def function_patch(name: str, summary: str, upstream: Dict[str, str],
     return register(Patch(name=name, summary=summary, upstream=upstream, apply=apply))
 
 
+def wrapping_patch(name: str, summary: str, target: str, sha256: str) -> Callable[[Callable], Callable]:
+    """Decorator: registers a patch that puts ``wrap(upstream)`` at ``target`` (``"module:Qual.name"``).
+
+    For fixes that still call the upstream function (before or after it, or with
+    other arguments). ``wrap`` receives the upstream function and returns its
+    replacement; it runs when the patch is applied, so solo is imported by then.
+    ``sha256`` hashes the upstream function's source, as in :class:`Patch`.
+    """
+
+    def decorate(wrap: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+        def apply() -> None:
+            owner, attribute = owner_and_name(target)
+            replace(owner, attribute, wrap(getattr(owner, attribute)))
+
+        register(Patch(name=name, summary=summary, upstream={target: sha256}, apply=apply))
+        return wrap
+
+    return decorate
+
+
 def _check(patch: Patch) -> tuple[PatchStatus | None, str]:
     """Returns (status, reason) before applying; status None means: apply it."""
     if patch.needed is not None:

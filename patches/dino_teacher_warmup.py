@@ -10,16 +10,17 @@ first ``num_epochs``: a run shorter than the warm-up ends while still warming up
 """
 from __future__ import annotations
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import wrapping_patch
 
 TARGET = "solo.losses.dino:DINOLoss.__init__"
 
 
-def _apply() -> None:
-    from solo.losses.dino import DINOLoss
-
-    upstream = DINOLoss.__init__
-
+@wrapping_patch(
+    name="dino_teacher_warmup",
+    summary="DINO with warm-up epochs > max_epochs fails: negative schedule length",
+    target=TARGET, sha256="7693dd428cedd0bd0dbe5f2b91327b4a1d2ef955c05eb559f5ba23964ae2a5e9",
+)
+def _wrap(upstream):
     def __init__(self, num_prototypes, warmup_teacher_temp, teacher_temp,
                  warmup_teacher_temp_epochs, num_epochs, *args, **kwargs):
         full = max(num_epochs, int(warmup_teacher_temp_epochs))
@@ -27,12 +28,4 @@ def _apply() -> None:
                  warmup_teacher_temp_epochs, full, *args, **kwargs)
         self.teacher_temp_schedule = self.teacher_temp_schedule[:max(1, num_epochs)]
 
-    replace(DINOLoss, "__init__", __init__)
-
-
-PATCH = register(Patch(
-    name="dino_teacher_warmup",
-    summary="DINO with warm-up epochs > max_epochs fails: negative schedule length",
-    upstream={TARGET: "7693dd428cedd0bd0dbe5f2b91327b4a1d2ef955c05eb559f5ba23964ae2a5e9"},
-    apply=_apply,
-))
+    return __init__

@@ -8,25 +8,18 @@ Fix: the same hook with ``dataloader_idx=0`` as a default, calling upstream's bo
 """
 from __future__ import annotations
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import wrapping_patch
 
 TARGET = "solo.methods.base:BaseMomentumMethod.on_train_batch_end"
 
 
-def _apply() -> None:
-    from solo.methods.base import BaseMomentumMethod
-
-    upstream = BaseMomentumMethod.on_train_batch_end
-
+@wrapping_patch(
+    name="momentum_batch_end",
+    summary="momentum methods crash: on_train_batch_end() requires dataloader_idx",
+    target=TARGET, sha256="827a385a555b4816cb5c009355b2155318661ebdabd40d7334c23ff1b0d8ed4d",
+)
+def _wrap(upstream):
     def on_train_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
         return upstream(self, outputs, batch, batch_idx, dataloader_idx)
 
-    replace(BaseMomentumMethod, "on_train_batch_end", on_train_batch_end)
-
-
-PATCH = register(Patch(
-    name="momentum_batch_end",
-    summary="momentum methods crash: on_train_batch_end() requires dataloader_idx",
-    upstream={TARGET: "827a385a555b4816cb5c009355b2155318661ebdabd40d7334c23ff1b0d8ed4d"},
-    apply=_apply,
-))
+    return on_train_batch_end

@@ -13,16 +13,17 @@ as before).
 """
 from __future__ import annotations
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import wrapping_patch
 
 TARGET = "solo.methods.base:BaseMomentumMethod.on_train_start"
 
 
-def _apply() -> None:
-    from solo.methods.base import BaseMomentumMethod
-
-    upstream = BaseMomentumMethod.on_train_start
-
+@wrapping_patch(
+    name="momentum_tau_resume",
+    summary="momentum methods resume with tau reset to base_tau",
+    target=TARGET, sha256="b9eab77e1958d476db15c15634a84099c4d29ab68e7edebbe95641174f2f8167",
+)
+def _wrap(upstream):
     def on_train_start(self):
         upstream(self)
         # the same step count and horizon upstream's on_train_batch_end uses
@@ -32,12 +33,4 @@ def _apply() -> None:
             max_steps=len(trainer.train_dataloader) * trainer.max_epochs,
         )
 
-    replace(BaseMomentumMethod, "on_train_start", on_train_start)
-
-
-PATCH = register(Patch(
-    name="momentum_tau_resume",
-    summary="momentum methods resume with tau reset to base_tau",
-    upstream={TARGET: "b9eab77e1958d476db15c15634a84099c4d29ab68e7edebbe95641174f2f8167"},
-    apply=_apply,
-))
+    return on_train_start

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-from unmix_ext.patches._core import Patch, register, replace
+from unmix_ext.patches._core import wrapping_patch
 
 TARGET = "solo.methods.base:BaseMethod.configure_optimizers"
 
@@ -37,11 +37,12 @@ def _with_static_groups(scheduler_cls):
     return type(f"StaticGroup{scheduler_cls.__name__}", (StaticGroupLR, scheduler_cls), {})
 
 
-def _apply() -> None:
-    from solo.methods.base import BaseMethod
-
-    upstream = BaseMethod.configure_optimizers
-
+@wrapping_patch(
+    name="static_lr_pickle",
+    summary="SimSiam/NNSiam checkpoints fail (LARS) or hold a stale scheduler method (static_lr)",
+    target=TARGET, sha256="109fc520590561276f7d9fa6942e4adc2849a05acb7042055806740f415267d4",
+)
+def _wrap(upstream):
     def configure_optimizers(self):
         configured = upstream(self)
         for scheduler in configured[1] if isinstance(configured, tuple) else ():
@@ -52,12 +53,4 @@ def _apply() -> None:
                 scheduler.__class__ = _with_static_groups(type(scheduler))
         return configured
 
-    replace(BaseMethod, "configure_optimizers", configure_optimizers)
-
-
-PATCH = register(Patch(
-    name="static_lr_pickle",
-    summary="SimSiam/NNSiam checkpoints fail (LARS) or hold a stale scheduler method (static_lr)",
-    upstream={TARGET: "109fc520590561276f7d9fa6942e4adc2849a05acb7042055806740f415267d4"},
-    apply=_apply,
-))
+    return configure_optimizers
