@@ -50,8 +50,7 @@ from unmix_ext.builder import build_method, ssl_methods
 from unmix_ext.cli import report_errors
 from unmix_ext.config import Config, load_config
 from unmix_ext.data import FASHION_MNIST_ROOT, DataError, LabelledDataset, build_dataset
-from unmix_ext.evaluate import extract_features
-from unmix_ext.knn import topk_accuracy, weighted_knn_scores
+from unmix_ext.evaluate import extract_features, knn_accuracy_of_features
 from unmix_ext.linear import load_backbone
 from unmix_ext.mixing import UnMix
 from unmix_ext.pipeline import eval_loader, eval_transform, load_split, pretrain_transform
@@ -228,10 +227,10 @@ def score_backbone(cfg: Config, backbone: torch.nn.Module) -> dict[str, float]:
     transform = eval_transform(cfg)
     train_features, train_targets = _features(backbone, load_split(full, "train", transform), cfg, "training images")
     test_features, test_targets = _features(backbone, load_split(cfg, "val", transform), cfg, "test images")
-    scores = weighted_knn_scores(train_features, train_targets, test_features, num_classes=CLASSES,
-                                 k=cfg.eval.knn.k, temperature=cfg.eval.knn.temperature)
+    knn = knn_accuracy_of_features(train_features, train_targets, test_features, test_targets,
+                                   num_classes=CLASSES, k=cfg.eval.knn.k, temperature=cfg.eval.knn.temperature)
     return {
-        "knn_top1": topk_accuracy(scores, test_targets, ks=(1,))[0],
+        "knn_top1": knn["knn_top1"],
         "linear_top1": linear_probe_top1(train_features, train_targets, test_features, test_targets),
     }
 

@@ -58,6 +58,25 @@ def knn_accuracy(
     """
     train_features, train_targets = extract_features(backbone, train_loader, device)
     val_features, val_targets = extract_features(backbone, val_loader, device)
+    return knn_accuracy_of_features(train_features, train_targets, val_features, val_targets,
+                                    num_classes=num_classes, k=k, temperature=temperature)
+
+
+def knn_accuracy_of_features(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    val_features: torch.Tensor,
+    val_targets: torch.Tensor,
+    *,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> dict[str, float]:
+    """:func:`knn_accuracy` on features already extracted: (N, D) and (M, D), targets (N,) and (M,).
+
+    Returns:
+        ``{"knn_top1": float, "knn_top5": float}``.
+    """
     scores = weighted_knn_scores(
         train_features, train_targets, val_features, num_classes=num_classes, k=k, temperature=temperature
     )
