@@ -246,6 +246,7 @@ PATCH_MODULES = (
     "dino_clip_gradients",
     "knn_num_classes",
     "dino_teacher_warmup",
+    "multicrop_codes",
     "deepclusterv2_empty_targets",
     "offdiagonal_mask",
     "topk_few_classes",

@@ -48,17 +48,21 @@ def pytest_configure(config):
 
 
 class TwoViewImages(Dataset):
-    """(index, [view0, view1], label) with views drawn from a fixed seed per index."""
+    """(index, [view0, view1, small crops...], label) with views drawn from a fixed seed per index.
 
-    def __init__(self, size: int = BATCH, num_views: int = 2):
-        self.size, self.num_views = size, num_views
+    Large views are IMAGE px, the ``num_small`` small crops IMAGE / 2 px (multi-crop).
+    """
+
+    def __init__(self, size: int = BATCH, num_views: int = 2, num_small: int = 0):
+        self.size, self.num_views, self.num_small = size, num_views, num_small
 
     def __len__(self):
         return self.size
 
     def __getitem__(self, i):
         g = torch.Generator().manual_seed(i)
-        views = [torch.randn(3, IMAGE, IMAGE, generator=g) for _ in range(self.num_views)]
+        sizes = [IMAGE] * self.num_views + [IMAGE // 2] * self.num_small
+        views = [torch.randn(3, px, px, generator=g) for px in sizes]
         return i, views, i % NUM_CLASSES
 
 
@@ -119,7 +123,7 @@ def fit_two_steps():
     """``fit_two_steps(model) -> losses``: two optimizer steps (two 1-batch epochs) on CPU."""
     import pytorch_lightning as pl
 
-    def fit(model, num_views: int = 2, max_epochs: int = 2):
+    def fit(model, num_views: int = 2, max_epochs: int = 2, num_small: int = 0):
         recorder = LossRecorder()
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
@@ -128,7 +132,7 @@ def fit_two_steps():
         )
         trainer.fit(
             model,
-            DataLoader(TwoViewImages(num_views=num_views), batch_size=BATCH),
+            DataLoader(TwoViewImages(num_views=num_views, num_small=num_small), batch_size=BATCH),
             DataLoader(LabelledImages(), batch_size=BATCH),
         )
         return recorder.losses, trainer

@@ -355,6 +355,68 @@ def test_dino_teacher_temperature_schedule(build_method, warmup_epochs, max_epoc
     assert list(model.dino_loss_func.teacher_temp_schedule) == pytest.approx(expected)
 
 
+# --- multicrop_codes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["swav", "dino", "swav_unmix", "dino_unmix"])
+def test_codes_methods_train_with_small_crops(name, build_method, fit_two_steps):
+    model = _small(build_method, name, num_small_crops=2)
+
+    losses, trainer = fit_two_steps(model, num_small=2)
+
+    assert trainer.global_step == 2
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def _codes_and_scores(crops: int, n: int = 6, k: int = 5):
+    g = torch.Generator().manual_seed(4)
+    codes = [torch.softmax(torch.randn(n, k, generator=g), dim=1) for _ in range(2)]
+    return codes, [torch.randn(n, k, generator=g) for _ in range(crops)]
+
+
+def _mean_over_other_crops(codes, scores, temperature):
+    """Written out: mean over (large crop i, crop v != i) of the rows' soft cross-entropy."""
+    terms = [-(codes[i] * F.log_softmax(scores[v] / temperature, dim=1)).sum(1).mean()
+             for i in range(len(codes)) for v in range(len(scores)) if v != i]
+    assert len(terms) == len(codes) * (len(scores) - 1)
+    return torch.stack(terms).mean()
+
+
+def test_swav_loss_pairs_large_crop_codes_with_every_other_crop():
+    from solo.losses.swav import swav_loss_func
+
+    codes, scores = _codes_and_scores(crops=4)
+    torch.testing.assert_close(swav_loss_func(scores, codes, 0.1),
+                               _mean_over_other_crops(codes, scores, 0.1))
+    # two crops: the value solo-learn 1.0.2 computes
+    upstream = swav_loss_func.__unmix_upstream__
+    torch.testing.assert_close(swav_loss_func(scores[:2], codes, 0.1),
+                               upstream(scores[:2], codes, 0.1))
+
+
+def test_dino_loss_scores_every_student_crop_against_the_two_teacher_crops():
+    from solo.losses.dino import DINOLoss
+
+    n, k = 6, 5
+    loss_fn = DINOLoss(num_prototypes=k, warmup_teacher_temp=0.04, teacher_temp=0.07,
+                       warmup_teacher_temp_epochs=1, num_epochs=2, student_temp=0.1)
+    loss_fn.center.normal_(generator=torch.Generator().manual_seed(5))
+    center = loss_fn.center.clone()
+    g = torch.Generator().manual_seed(6)
+    teacher, student = torch.randn(2 * n, k, generator=g), torch.randn(4 * n, k, generator=g)
+    codes = list(F.softmax((teacher - center) / 0.04, dim=-1).split(n))
+    expected = _mean_over_other_crops(codes, list(student.split(n)), 0.1)
+
+    torch.testing.assert_close(loss_fn(student, teacher), expected)
+    # the centre moves by the teacher's (large crops') logits only
+    torch.testing.assert_close(loss_fn.center, 0.9 * center + 0.1 * teacher.mean(0, keepdim=True))
+    # two crops: the value solo-learn 1.0.2 computes
+    loss_fn.center.copy_(center)
+    ours = loss_fn(student[: 2 * n], teacher)
+    loss_fn.center.copy_(center)
+    torch.testing.assert_close(ours, DINOLoss.forward.__unmix_upstream__(loss_fn, student[: 2 * n], teacher))
+
+
 # --- deepclusterv2_empty_targets -----------------------------------------------------
 
 
