@@ -17,6 +17,15 @@ SOLO_METHODS = (
 UNMIX_ENTRIES = ("mocov2",) + tuple(f"{name}_unmix" for name in SOLO_METHODS + ("mocov2",))
 
 
+def assert_two_steps_trained(trainer, losses, before, encoder):
+    """Two optimizer steps, finite losses, and encoder weights that moved and stayed finite."""
+    assert trainer.global_step == 2
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
+    after = list(encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.isfinite(p).all() for p in after)
+
+
 def test_import_registers_a_variant_for_every_solo_method():
     from solo.methods import METHODS
 
@@ -35,11 +44,7 @@ def test_method_trains_two_steps(name, build_method, fit_two_steps):
 
     losses, trainer = fit_two_steps(model)
 
-    assert trainer.global_step == 2
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
-    after = list(model.encoder.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after))
-    assert all(torch.isfinite(p).all() for p in after)
+    assert_two_steps_trained(trainer, losses, before, model.encoder)
     logged = trainer.callback_metrics
     assert {"val_acc1", "val_loss", "val_knn_acc1"} <= set(logged)
     if name.endswith("_unmix"):
@@ -71,3 +76,24 @@ def test_linear_model_trains_two_steps(labelled_loader):
     assert not torch.equal(head, model.classifier.weight)
     assert all(torch.equal(a, b) for a, b in zip(frozen, backbone.parameters()))
     assert math.isfinite(float(trainer.callback_metrics["val_loss"]))
+
+
+VIT_VARIANTS = ("simclr_unmix", "byol_unmix", "dino_unmix", "mocov2plus_unmix")
+
+
+@pytest.mark.parametrize("name", VIT_VARIANTS)
+def test_variant_trains_on_a_vit(name, build_method, fit_two_steps):
+    # ViT-Tiny on 32 px images in 8 px patches: 16 tokens, no BatchNorm anywhere
+    model = build_method(name, encoder="vit_tiny",
+                         backbone_args={"cifar": False, "img_size": 32, "patch_size": 8})
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    training_passes = []
+    model.encoder.register_forward_hook(
+        lambda module, inputs, output: training_passes.append(module.training))
+
+    losses, trainer = fit_two_steps(model)
+
+    assert_two_steps_trained(trainer, losses, before, model.encoder)
+    # two clean views and the mixture, once, per step (validation runs in eval mode)
+    assert training_passes.count(True) == 2 * 3
+    assert math.isfinite(float(trainer.callback_metrics["unmix/mix_loss"]))

@@ -56,6 +56,9 @@ SMALL = {
     "ressl": dict(HEADS, queue_size=24),
     "mocov2plus": dict(HEADS, queue_size=16),
     "mocov2": dict(HEADS, queue_size=16),
+    # one whitening slice of the whole batch: whitening ignores row order, so the base's
+    # and the mixture's random slicings give the same values
+    "wmse": dict(HEADS, proj_output_dim=4, whitening_size=N, whitening_iters=1),
 }
 
 
@@ -362,23 +365,51 @@ def soft_ce_rows(scores, codes, temperature):
     return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1)
 
 
-def codes_expected(z_m, q_m, z_other, q_other, temperature, lam):
-    """lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip z_m, q_s) + l(z_s, flip q_m)] (spec, as written)."""
+def codes_expected(z_m, q_m, z_other, q_other, temperature, lam, base_terms=2):
+    """Spec: lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip z_m, q_s) + l(z_s, flip q_m)].
+
+    solo-learn's SwAV and DINO losses are the mean over ``base_terms`` swaps (2 with two
+    crops, 2 * (crops - 1) with small crops), so each mixture term is divided by it too.
+    """
     direct = soft_ce_rows(z_m, q_other, temperature) + soft_ce_rows(z_other, q_m, temperature)
     flipped = (soft_ce_rows(z_m[REVERSED], q_other, temperature)
                + soft_ce_rows(z_other, q_m[REVERSED], temperature))
-    return weigh(direct, flipped, lam)
+    return weigh(direct, flipped, lam) / base_terms
+
+
+def swav_scores(model, x):
+    return model.prototypes(F.normalize(projection(model, x)))
 
 
 def test_swav_mixture_swaps_sinkhorn_codes_with_the_other_view(build_method):
     def expected_mix(model, views):
-        z_other, z_m = (model.prototypes(F.normalize(projection(model, x)))
-                        for x in (views[1], mixture(views[0], LAM)))
+        z_other, z_m = (swav_scores(model, x) for x in (views[1], mixture(views[0], LAM)))
         # queue_size=0: each batch's codes are Sinkhorn over its own scores
         return codes_expected(z_m, model.sk(z_m), z_other, model.sk(z_other),
                               model.temperature, LAM)
 
     check_variant(build_method, "swav_unmix", expected_mix)
+
+
+def test_swav_with_small_crops_mixes_the_first_large_crop_only(build_method):
+    # 2 large + 2 small crops: the base loss averages 2 * 3 swaps, the small crops enter
+    # it only, and each mixture term weighs 1/6
+    variant, base = build_pair(build_method, "swav_unmix", num_small_crops=2)
+    batch = two_view_batch()
+    g = torch.Generator().manual_seed(8)
+    batch[1] += [torch.randn(N, 3, SIZE // 2, SIZE // 2, generator=g) for _ in range(2)]
+    views = batch[1]
+    with torch.no_grad():
+        scores = [swav_scores(variant, x) for x in views]
+        codes = [variant.sk(s) for s in scores[:2]]
+        base_swav = sum(soft_ce_rows(scores[v], codes[i], variant.temperature).mean()
+                        for i in range(2) for v in range(4) if v != i) / 6
+        z_m = swav_scores(variant, mixture(views[0], LAM))
+        expected = codes_expected(z_m, variant.sk(z_m), scores[1], codes[1],
+                                  variant.temperature, LAM, base_terms=6)
+    check_step(variant, base, expected, batch)
+    _, logs = run_step(base, batch)
+    assert logs["train_swav_loss"] == pytest.approx(float(base_swav), **TOL)
 
 
 def test_dino_mixture_swaps_teacher_distributions_with_the_other_view(build_method):
@@ -429,8 +460,9 @@ def test_deepclusterv2_mixture_scores_against_the_clean_assignments(build_method
             direct -= torch.where(assigned, log_p[rows, codes.clamp(min=0)], 0) / len(heads)
             flipped -= (torch.where(assigned, log_p[REVERSED, codes.clamp(min=0)], 0)
                         / len(heads))
-        # one direction only: a mixture has no k-means assignment
-        expected = weigh(direct, flipped, LAM)
+        # one direction only: a mixture has no k-means assignment; weighted like one of
+        # the base's two views
+        expected = weigh(direct, flipped, LAM) / 2
     check_step(variant, base, expected, batch)
 
 
@@ -465,3 +497,35 @@ def test_ressl_mixture_is_a_query_against_the_clean_key_of_view1(build_method):
 
     variant, base = check_variant(build_method, "ressl_unmix", expected_mix)
     assert torch.equal(variant.queue, base.queue)
+
+
+# ---- base:mixture 1:1 -----------------------------------------------------------------
+VARIANTS = sorted(f"{name}_unmix" for name in SMALL)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_mixture_term_weighs_what_the_base_term_it_mirrors_weighs(build_method, name):
+    # lam 1: M is view 0, so each mixture term is the base term it mirrors (the base
+    # losses are symmetric in their two views) and any extra factor between them shows
+    variant, _ = build_pair(build_method, name, unmix_lam=1.0)
+    batch = two_view_batch()
+    share = 1.0
+    if name == "mocov2plus_unmix":
+        # symmetric: the mixture also meets the key of its own view, which mirrors the
+        # base term of the other view's query only when both views are equal
+        batch[1][1] = batch[1][0].clone()
+    if name == "deepclusterv2_unmix":
+        # one direction for its two base views (a mixture has no k-means assignment): with
+        # both views equal the mixture is one of two equal base terms
+        batch[1][1] = batch[1][0].clone()
+        share = 0.5
+        variant.assignments = torch.stack([torch.arange(N) % len(p.weight)
+                                           for p in variant.prototypes])
+        variant.local_memory_index = torch.zeros(N, dtype=torch.long)
+        variant.local_memory_embeddings = torch.zeros(2, N, variant.proj_output_dim)
+    _, logs = run_step(variant, batch)
+    # the base step's loss less its online (and momentum) classifiers' losses
+    method_loss = (logs["unmix/base_loss"] - logs["train_class_loss"]
+                   - logs.get("train_momentum_class_loss", 0.0))
+    assert abs(method_loss) > 1e-3
+    assert logs["unmix/mix_loss"] == pytest.approx(share * method_loss, rel=1e-6, abs=1e-9)

@@ -10,13 +10,17 @@ only what differs from ``X``:
   spec says so, the target pass), and any read of a queue or support set that must
   see the state before the base step updates it;
 - ``mixture_loss(clean, mixed, lam, batch)``: the family's label assignment from
-  ``unmix_ext.losses``.
+  ``unmix_ext.losses``;
+- ``base_term_weight``: what one term of the base loss weighs in solo-learn's loss
+  (1 where it sums its view pairs or has one, 1/2 where it averages two, ...). Spec
+  section 2: each mixture term weighs what one base term weighs, so the base:mixture
+  ratio is the authors' 1:1 whatever solo-learn's normalisation.
 
 Per step (:meth:`UnMixVariant.training_step`): draw the mix from a generator seeded
 by (seed, rank, global step, micro-batch), run ``forward_mixed`` on the mixed view,
 run the base method's unchanged ``training_step`` on the clean batch while recording,
-add the mixture loss, log ``unmix/lam``, ``unmix/global``, ``unmix/base_loss`` and
-``unmix/mix_loss``. Mixed images never reach the online classifier, the kNN bank, a
+add the mixture loss times ``base_term_weight``, log ``unmix/lam``, ``unmix/global``,
+``unmix/base_loss`` and ``unmix/mix_loss`` (weighted, as added). Mixed images never reach the online classifier, the kNN bank, a
 queue or a support set: those are all fed by the base step from the clean views.
 
 :func:`register_variant` enters a variant into solo-learn's own registry
@@ -59,6 +63,7 @@ class UnMixVariant:
     """
 
     unmix_recorded: Sequence[str] = ()
+    base_term_weight = 1.0
     unmix_per_sample_supported = False
     unmix_views_supported = (0, 1)
 
@@ -113,7 +118,7 @@ class UnMixVariant:
         mixed = self.forward_mixed(mix.images)
         with record_outputs(self, self.unmix_recorded) as clean:
             base_loss = super().training_step(batch, batch_idx)
-        mix_loss = self.mixture_loss(clean, mixed, mix.lam, batch)
+        mix_loss = self.base_term_weight * self.mixture_loss(clean, mixed, mix.lam, batch)
         lam = mix.lam.float().mean() if torch.is_tensor(mix.lam) else float(mix.lam)
         self.log_dict({
             "unmix/lam": lam,

@@ -2,13 +2,19 @@
 
 Spec section 2: with z the prototype scores (student logits for DINO), q the codes
 (Sinkhorn, or the teacher's softmax) and ``l(z, q) = -sum_k q_k log softmax(z / tau)_k``:
-``L = L_ori + lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip(z_m), q_s) + l(z_s, flip(q_m))]``
-with q_m computed from the scores of M (the teacher sees M for DINO: one momentum pass).
-This is the authors' formula as written, mixture terms with weight 1, next to the base
-loss that averages its two view pairs (unlike the MoCo and SimSiam families, whose
-spec formulas weight mixture terms like base terms). Queues, memory banks and DINO's
-centre are fed by the base step from clean views only; the mixture reads them as they
-were before it.
+``lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip(z_m), q_s) + l(z_s, flip(q_m))]``
+is added to the base loss, with q_m computed from the scores of M (the teacher sees M
+for DINO: one momentum pass). Queues, memory banks and DINO's centre are fed by the
+base step from clean views only; the mixture reads them as they were before it.
+
+Multi-crop (SwAV, DINO): the first large crop (``unmix_view``) is mixed, against the
+other large crop; small crops enter the base loss only.
+
+Weighting (base:mixture 1:1): solo-learn's SwAV and DINO losses are the mean over their
+(codes of large crop i, scores of crop v != i) terms, 2 with two crops, 2 * (crops - 1)
+with small crops; DeepCluster v2's is the mean over its large crops. Each mixture term
+weighs what one of those base terms weighs (the authors' SwAV code halves both its base
+and its mixture swaps).
 
 DeepCluster v2's targets are k-means assignments of the images in a memory bank, not
 codes computed from a batch's scores, so a mixture has no codes of its own: its loss is
@@ -30,6 +36,11 @@ from unmix_ext.methods.base import UnMixVariant, register_variant
 
 class _CodesUnMix(UnMixVariant):
     unmix_per_sample_supported = True
+
+    @property
+    def base_term_weight(self):
+        # SwAV and DINO: codes of each large crop against the scores of every other crop
+        return 1.0 / (self.num_large_crops * (self.num_crops - 1))
 
 
 @register_variant
@@ -83,6 +94,11 @@ class DINOUnMix(_CodesUnMix, DINO):
 @register_variant
 class DeepClusterV2UnMix(_CodesUnMix, DeepClusterV2):
     """DeepCluster v2 + Un-Mix: mixture scores against the clean images' k-means assignments."""
+
+    @property
+    def base_term_weight(self):
+        # its base loss is the mean over the large crops' scores against the assignments
+        return 1.0 / self.num_large_crops
 
     def forward_mixed(self, images):
         z = F.normalize(self.projector(self.encoder(images)))

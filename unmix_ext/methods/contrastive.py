@@ -4,6 +4,9 @@ Spec section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip
 with ``l`` the method's NT-Xent on the pair (clean other view, mixture). NNCLR's
 nearest neighbours come from the support set as it was before the base step added
 this batch's clean embeddings; mixed embeddings are looked up, never stored.
+
+Weighting (base:mixture 1:1): SimCLR's base loss is one NT-Xent over its pair of views
+(weight 1), NNCLR's averages its two directions, and so does each mixture term.
 """
 from __future__ import annotations
 

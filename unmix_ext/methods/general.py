@@ -6,6 +6,9 @@ the pair as the method already does (random slices of ``whitening_size`` rows). 
 loss is asymmetric (online query of view 0, momentum key of view 1), so it mixes view 0:
 the mixture is a query, its target the clean key, its negatives the queue as it was
 before the base step enqueued this batch's keys.
+
+Weighting (base:mixture 1:1): each base loss is one term over its pair of views (W-MSE
+averages its whitening iterations, and so does its mixture term), weight 1.
 """
 from __future__ import annotations
 

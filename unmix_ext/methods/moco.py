@@ -4,9 +4,10 @@ Spec section 2 (MoCo): ``q_m`` is the query of the mixed view; the keys are the
 momentum encoder's outputs on the clean views, already computed by the base step. The
 mixture of sample i has two softmaxes, against key i (weight lam) and key N-1-i
 (weight 1 - lam), each with the queue as it was before this step's keys entered it.
-Asymmetric: keys of the other view; symmetric: keys of both views. Each mixture term
-carries the weight the base loss gives each of its terms (MoCo V2+ averages its two,
-MoCo v2 sums), so the spec's ratio between base and mixture terms is kept.
+Asymmetric: keys of the other view; symmetric: keys of both views.
+
+Weighting (base:mixture 1:1): MoCo v2 sums its terms (weight 1 each), MoCo V2+
+averages its two (1/2 each); each mixture term weighs what one base term weighs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from unmix_ext.methods.mocov2 import MoCoV2
 class _MoCoUnMix(UnMixVariant):
     unmix_recorded = ("momentum_projector",)
     unmix_per_sample_supported = True
-    base_term_weight = 1.0
 
     def forward_mixed(self, images):
         query = F.normalize(self.projector(self.encoder(images)), dim=-1)
@@ -32,7 +32,7 @@ class _MoCoUnMix(UnMixVariant):
         keys = [F.normalize(k, dim=-1) for k in clean["momentum_projector"][:2]]
         symmetric = self.base_symmetric if self.unmix_symmetric is None else self.unmix_symmetric
         key_views = [self.unmix_other_view] + ([self.unmix_view] if symmetric else [])
-        return self.base_term_weight * sum(
+        return sum(
             moco_mix_loss(mixed["q"], keys[v], self.negatives(mixed["queue"], v),
                           self.temperature, lam)
             for v in key_views

@@ -5,8 +5,11 @@ one side and the target of the other, both ways, so the mixture also goes throug
 target (momentum network for BYOL/NNBYOL, stop-gradient projection for SimSiam/NNSiam,
 a nearest neighbour from the support set for NNBYOL/NNSiam). ``unmix_target_side=
 "online"`` keeps the mixture out of the target branch (no momentum pass over it).
-Each term carries the weight the base loss gives its own terms (SimSiam and NNSiam
-halve theirs). Support sets are read as they were before the base step updated them.
+Support sets are read as they were before the base step updated them.
+
+Weighting (base:mixture 1:1): BYOL and NNBYOL sum their two terms (weight 1 each),
+SimSiam and NNSiam average them (1/2 each); each mixture term weighs what one base
+term weighs.
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ class _PredictorTargetUnMix(UnMixVariant):
     """Subclasses say where the clean target was recorded and how the mixture's is made."""
 
     base_loss_fn = staticmethod(byol_loss_func)
-    base_term_weight = 1.0
     target_record = "momentum_projector"
 
     def forward_mixed(self, images):
@@ -40,7 +42,7 @@ class _PredictorTargetUnMix(UnMixVariant):
 
     def mixture_loss(self, clean, mixed, lam, batch):
         other = self.unmix_other_view
-        return self.base_term_weight * predictor_target_mix_loss(
+        return predictor_target_mix_loss(
             self.base_loss_fn, clean["predictor"][other], self.clean_target(clean, other),
             mixed["p"], mixed["target"], lam, target_side=self.unmix_target_side,
         )
