@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -234,13 +235,25 @@ def _vit_to_torchvision(tmp_path, request):
     return request.getfixturevalue("vit_ckpt").path, ["--format", "torchvision"], "use --format timm"
 
 
+def _newer_pickle_protocol(tmp_path, request):
+    # torch.save writes protocol 2; torch's restricted loader reads nothing newer, so such a file is refused
+    path = tmp_path / "protocol4.ckpt"
+    with zipfile.ZipFile(request.getfixturevalue("byol_ckpt").path) as source, zipfile.ZipFile(path, "w") as archive:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename.endswith("/data.pkl"):
+                data = pickle.dumps({"state_dict": {}}, protocol=4)
+            archive.writestr(entry, data)
+    return path, ["--format", "timm"], "cannot be read safely (it uses the pickle instruction FRAME, which"
+
+
 def _missing(tmp_path, request):
     return tmp_path / "nowhere.ckpt", ["--format", "timm"], "no such file"
 
 
 @pytest.mark.parametrize("make", [
     _truncated, _corrupt, _text_file, _plain_state_dict, _no_encoder, _cifar_to_detectron2,
-    _no_momentum_encoder, _hparams_disagree, _vit_to_torchvision, _missing,
+    _no_momentum_encoder, _hparams_disagree, _vit_to_torchvision, _newer_pickle_protocol, _missing,
 ], ids=lambda make: make.__name__.strip("_"))
 def test_bad_input_is_one_line_naming_the_file_and_exit_2(make, tmp_path, request, capsys):
     path, options, expected = make(tmp_path, request)
