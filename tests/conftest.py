@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,38 @@ def fit_two_steps():
 @pytest.fixture
 def labelled_loader():
     return DataLoader(LabelledImages(), batch_size=BATCH)
+
+
+class _CreatesFile:
+    """Unpickled in full, it calls ``open(path, "w")``: a file appears where a checkpoint should hold only data."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+class HostileCheckpoint:
+    """Writes hostile checkpoints: real ``torch.save`` archives in Lightning's layout whose pickle creates ``victim``.
+
+    Attributes:
+        victim: the file that exists only if such a checkpoint was unpickled in full.
+        refusal: what the one-line error says of it, before the command's advice.
+    """
+
+    refusal = "cannot be read safely (it refers to io.open, which a checkpoint of ours never holds); "
+
+    def __init__(self, victim: Path) -> None:
+        self.victim = victim
+
+    def write(self, path: Path) -> Path:
+        # hyper_parameters: where Lightning keeps whatever objects a module was built with
+        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "hyper_parameters": _CreatesFile(self.victim)},
+                   path)
+        return path
+
+
+@pytest.fixture
+def hostile_checkpoint(tmp_path):
+    return HostileCheckpoint(tmp_path / "created-by-unpickling")

@@ -535,6 +535,25 @@ def test_corrupt_image_error_names_the_file(folder_with_two_broken):
     assert_one_line(exc_info, f"root: {broken[0]} cannot be read as an image", "on_corrupt='skip'")
 
 
+def test_postscript_named_like_an_image_is_refused_and_ghostscript_never_runs(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    root = write_fake_dataset("image_folder", tmp_path, num_per_class=2, num_classes=2, image_size=16)
+    disguised = sorted((root / "train" / "class_001").iterdir())[0]
+    disguised.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
+    runs = []
+
+    def ghostscript(*args, **kwargs):  # PIL's EPS loader hands the file's PostScript to this
+        runs.append(args)
+        raise OSError("Ghostscript ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    with pytest.raises(CorruptImageError) as exc_info:
+        build_dataset("image_folder", root, "train")
+    assert_one_line(exc_info, f"{disguised} cannot be read as an image (cannot identify image file")
+    assert not runs
+
+
 def test_lazy_verification_checks_at_read_time(folder_with_two_broken):
     root, broken = folder_with_two_broken
     strict = build_dataset("image_folder", root, "train", verify="lazy")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 import unmix_ext  # noqa: F401  (patches solo-learn before it is imported)
-from unmix_ext.export import backbone_from_export, export, main
+from unmix_ext.export import EXPORT_ADVICE, backbone_from_export, export, main
 
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var")
 
@@ -128,7 +129,7 @@ def test_resnet_export_loads_strictly_and_gives_the_encoders_features(case, fmt,
 
 
 def test_momentum_export_holds_the_momentum_encoder(byol_ckpt, tmp_path):
-    saved = torch.load(byol_ckpt.path, map_location="cpu", weights_only=False)["state_dict"]
+    saved = torch.load(byol_ckpt.path, map_location="cpu", weights_only=True)["state_dict"]
     online = torch.load(export(byol_ckpt.path, "torchvision", tmp_path / "online.pth"), weights_only=True)
     momentum = torch.load(export(byol_ckpt.path, "torchvision", tmp_path / "m.pth", which="momentum"),
                           weights_only=True)
@@ -152,9 +153,18 @@ def _detectron2_names_resnet50() -> dict[str, str]:
     return names
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """pickle's reader, refusing every global but numpy's: a detectron2 export is arrays, names and flags."""
+
+    def find_class(self, module, name):
+        if module.partition(".")[0] != "numpy":
+            raise pickle.UnpicklingError(f"a detectron2 export refers to {module}.{name}")
+        return super().find_class(module, name)
+
+
 def test_detectron2_export_has_detectron2s_names_and_the_source_values(r50_ckpt, tmp_path):
     with open(export(r50_ckpt.path, "detectron2", tmp_path / "r50.pkl"), "rb") as file:
-        data = pickle.load(file, encoding="latin1")  # as detectron2's checkpointer reads it
+        data = _ArraysOnly(file, encoding="latin1").load()  # as detectron2's checkpointer reads it
     assert data["__author__"] == "unmix-ext" and data["matching_heuristics"] is True
     names = _detectron2_names_resnet50()
     assert set(data["model"]) == set(names)
@@ -225,13 +235,25 @@ def _vit_to_torchvision(tmp_path, request):
     return request.getfixturevalue("vit_ckpt").path, ["--format", "torchvision"], "use --format timm"
 
 
+def _newer_pickle_protocol(tmp_path, request):
+    # torch.save writes protocol 2; torch's restricted loader reads nothing newer, so such a file is refused
+    path = tmp_path / "protocol4.ckpt"
+    with zipfile.ZipFile(request.getfixturevalue("byol_ckpt").path) as source, zipfile.ZipFile(path, "w") as archive:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename.endswith("/data.pkl"):
+                data = pickle.dumps({"state_dict": {}}, protocol=4)
+            archive.writestr(entry, data)
+    return path, ["--format", "timm"], "cannot be read safely (it uses the pickle instruction FRAME, which"
+
+
 def _missing(tmp_path, request):
     return tmp_path / "nowhere.ckpt", ["--format", "timm"], "no such file"
 
 
 @pytest.mark.parametrize("make", [
     _truncated, _corrupt, _text_file, _plain_state_dict, _no_encoder, _cifar_to_detectron2,
-    _no_momentum_encoder, _hparams_disagree, _vit_to_torchvision, _missing,
+    _no_momentum_encoder, _hparams_disagree, _vit_to_torchvision, _newer_pickle_protocol, _missing,
 ], ids=lambda make: make.__name__.strip("_"))
 def test_bad_input_is_one_line_naming_the_file_and_exit_2(make, tmp_path, request, capsys):
     path, options, expected = make(tmp_path, request)
@@ -240,3 +262,13 @@ def test_bad_input_is_one_line_naming_the_file_and_exit_2(make, tmp_path, reques
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err and expected in err, err
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_hostile_checkpoint_is_refused_in_one_line_and_never_run(hostile_checkpoint, tmp_path, capsys):
+    path = hostile_checkpoint.write(tmp_path / "evil.ckpt")
+    out = tmp_path / "backbone.pth"
+
+    assert main([str(path), "--format", "torchvision", str(out)]) == 2
+
+    assert capsys.readouterr().err == f"error: checkpoint: {path} {hostile_checkpoint.refusal}{EXPORT_ADVICE}\n"
+    assert not hostile_checkpoint.victim.exists() and not out.exists()

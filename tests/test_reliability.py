@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def _logged_steps(run_dir: Path, version: int) -> dict[int, torch.Tensor]:
 
 
 def _final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def assert_same(ours, theirs, where: str = "checkpoint") -> None:
@@ -167,7 +168,7 @@ def test_run_killed_while_checkpointing_resumes_exactly(tmp_path, cifar, method,
     files = checkpoint_files(run_dir)
     assert [name for name in files if name.startswith(".")] == [f".epoch=2-step=3.ckpt.partial-{child.pid}"]
     good = newest_checkpoint(run_dir)
-    assert torch.load(good, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert torch.load(good, map_location="cpu", weights_only=True)["global_step"] == 2
     assert not (run_dir / RESULTS_FILE).exists()
 
     resumed = run(cfg)
@@ -261,7 +262,7 @@ def test_nan_loss_stops_the_run_naming_step_parts_and_kept_checkpoint(tmp_path, 
     assert line.startswith("error: loss: not finite at global step 2 (epoch 2): loss nan (base ")
     assert ", mix nan); training stopped, the last good checkpoint " f"{kept} is kept" in line
     assert "nan_guard.max_skipped_steps=N" in line
-    assert torch.load(kept, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert torch.load(kept, map_location="cpu", weights_only=True)["global_step"] == 2
     assert_no_results(tmp_path)
 
     # following the advice resumes from the kept checkpoint, in the same run directory
@@ -279,7 +280,7 @@ def test_nan_guard_option_skips_and_records_the_step(tmp_path, cifar, monkeypatc
         results = run(load(recipe, "nan_guard.max_skipped_steps=1"))
 
     assert results["skipped_steps"] == [1] and results["global_step"] == 3
-    weights = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    weights = torch.load(results["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
     assert json.loads((Path(results["run_dir"]) / RESULTS_FILE).read_text())["skipped_steps"] == [1]
 
@@ -345,7 +346,7 @@ def test_two_processes_mix_their_own_batches_and_rank_zero_records(tmp_path):
 
     assert done.returncode == 0, done.stderr[-3000:]
     for method, recipe in recipes.items():
-        ranks = [torch.load(tmp_path / f"{method}-rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+        ranks = [torch.load(tmp_path / f"{method}-rank{rank}.pt", weights_only=True) for rank in (0, 1)]
         assert [rank["status"] for rank in ranks] == [0, 0]
         # each process mixed its own 4 images at each of the 2 steps, with its own draws
         for rank in ranks:
@@ -359,6 +360,9 @@ def test_two_processes_mix_their_own_batches_and_rank_zero_records(tmp_path):
         results = json.loads((run_dir / RESULTS_FILE).read_text())
         assert (results["world_size"], results["global_step"], results["method"]) == (2, 2, method)
         assert checkpoint_files(run_dir) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+        # every process's random generators, gathered into the checkpoint, are data too
+        saved = torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
+        assert len(saved["callbacks"]["ResumeState"]["random"]) == 2
     assert len(list((tmp_path / "runs").rglob(RESULTS_FILE))) == 2  # one per run, from rank 0
 
 
@@ -394,11 +398,12 @@ BAD = {
     "read-only output directory": "read_only",
     "crop larger than the images": "big_crop",
     "corrupted checkpoint file": "bad_checkpoint",
+    "checkpoint whose pickle runs code": "hostile_checkpoint",
 }
 
 
 @pytest.mark.parametrize("case", list(BAD.values()), ids=list(BAD))
-def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, case):
+def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, hostile_checkpoint, case):
     recipe = write_recipe(tmp_path, cifar)
     args = [str(recipe)]
     if case == "corrupt":
@@ -433,11 +438,15 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, case):
         args.append("augmentations.0.crop_size=64")
         expected = "error: augmentations.0.crop_size: 64 px is larger than the 32x32 images of cifar10"
         needle = "use a crop_size <= 32"
-    else:
-        run_dir = run_dir_of(load(recipe)).resolve()
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
-        (run_dir / CHECKPOINT_DIR / "epoch=0-step=1.ckpt").write_bytes(b"PK\x03\x04 cut short by a crash")
-        expected = f"error: checkpoint: {run_dir / CHECKPOINT_DIR / 'epoch=0-step=1.ckpt'} cannot be read ("
+    else:  # the newest checkpoint of the run directory, which a rerun resumes from
+        newest = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR / "epoch=0-step=1.ckpt"
+        newest.parent.mkdir(parents=True)
+        if case == "bad_checkpoint":
+            newest.write_bytes(b"PK\x03\x04 cut short by a crash")
+            expected = f"error: checkpoint: {newest} cannot be read ("
+        else:
+            hostile_checkpoint.write(newest)
+            expected = f"error: checkpoint: {newest} {hostile_checkpoint.refusal}move {newest} away"
         needle = "or set auto_resume=false"
 
     try:
@@ -449,6 +458,7 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, case):
     line = one_error_line(capsys)
     assert line.startswith(expected) and needle in line, line
     assert_no_results(tmp_path)
+    assert not hostile_checkpoint.victim.exists()
 
 
 def test_corrupt_images_skipped_by_option_with_a_count(tmp_path):
@@ -480,7 +490,7 @@ def test_corrupt_image_met_in_a_loader_process_is_one_line(tmp_path, capsys, mon
 def test_checkpoint_of_another_method_is_refused(tmp_path, cifar, capsys):
     recipe = write_recipe(tmp_path, cifar)
     other = run(load(recipe, "method=mocov2_unmix", "method_kwargs.queue_size=32", "max_epochs=1"))
-    foreign = torch.load(other["checkpoint"], map_location="cpu", weights_only=False)
+    foreign = torch.load(other["checkpoint"], map_location="cpu", weights_only=True)
     checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
     checkpoints.mkdir(parents=True)
     torch.save(foreign, checkpoints / "epoch=0-step=1.ckpt")
@@ -496,6 +506,22 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, cifar, capsys):
     line = one_error_line(capsys)
     assert " does not fit simclr_unmix: " in line and "written for another method, backbone or head" in line
     assert not (checkpoints.parent / RESULTS_FILE).exists()
+
+
+def test_lightning_reads_the_resumed_checkpoint_as_data_whatever_the_environment(tmp_path, cifar, monkeypatch,
+                                                                                  hostile_checkpoint):
+    # check_resumable refuses a hostile file before Lightning opens it; here Lightning's own read is on its own,
+    # where torch's default (weights_only unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says otherwise) would unpickle it
+    recipe = write_recipe(tmp_path, cifar)
+    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    checkpoints.mkdir(parents=True)
+    hostile_checkpoint.write(checkpoints / "epoch=0-step=1.ckpt")
+    monkeypatch.setattr("unmix_ext.run.check_resumable", lambda *args: None)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+    with pytest.raises(pickle.UnpicklingError, match="io.open"):
+        run(load(recipe))
+    assert not hostile_checkpoint.victim.exists()
 
 
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar, capsys, monkeypatch):
@@ -537,6 +563,6 @@ def test_same_seed_and_config_give_identical_results(tmp_path, cifar):
     assert {"knn_top1", "linear_top1", "val_acc1"} <= set(first["metrics"])
     assert first["metrics"] == second["metrics"]
     # accuracies on 10 images are coarse: the weights they come from are identical too
-    weights = [torch.load(r["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    weights = [torch.load(r["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
                for r in (first, second)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

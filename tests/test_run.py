@@ -93,7 +93,7 @@ def test_run_trains_evaluates_and_records(smoke_run):
     assert (results["epochs"], results["global_step"], results["start_global_step"]) == (2, 8, 0)
     assert results["pretrain_images_per_s"] > 0 and results["wall_time_s"] > results["pretrain_seconds"] > 0
     assert {"torch", "pytorch-lightning", "solo-learn"} <= set(results["versions"])
-    checkpoint = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(results["checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 8
     # what the shrink changed, from what to what; the fake CIFAR-10 is in its release format
     changes = results["smoke_changes"]
@@ -134,8 +134,8 @@ def test_linear_command_on_a_run_checkpoint(smoke_run):
     assert f"linear_top1 {written['linear_top1']:.2f}" in done.stdout
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign"])
-def test_linear_command_on_a_damaged_checkpoint_is_one_line(smoke_run, damage, capsys):
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "hostile"])
+def test_linear_command_on_a_damaged_checkpoint_is_one_line(smoke_run, damage, capsys, hostile_checkpoint):
     from unmix_ext.linear import main as linear_main
 
     _, _, results = smoke_run
@@ -144,15 +144,18 @@ def test_linear_command_on_a_damaged_checkpoint_is_one_line(smoke_run, damage, c
     try:
         if damage == "truncated":
             bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-        else:
+        elif damage == "foreign":
             torch.save({"encoder.weight": torch.zeros(2)}, bad)  # a plain state_dict, not a Lightning checkpoint
+        else:
+            hostile_checkpoint.write(bad)
         assert linear_main([str(bad)]) == 2
     finally:
         bad.unlink()
     err = capsys.readouterr().err
-    reason = "cannot be read (not a PyTorch checkpoint archive, or truncated)" if damage == "truncated" else (
-        "is not a Lightning checkpoint")
+    reason = {"truncated": "cannot be read (not a PyTorch checkpoint archive, or truncated)",
+              "foreign": "is not a Lightning checkpoint", "hostile": hostile_checkpoint.refusal}[damage]
     assert err.count("\n") == 1 and err.startswith(f"error: checkpoint: {bad.resolve()} {reason}"), err
+    assert not hostile_checkpoint.victim.exists()
 
 
 def test_unmix_enabled_runs_the_variant(smoke_run):
@@ -225,7 +228,7 @@ def test_smoke_caps_solo_defaults_the_recipe_left_out(tmp_path):
 
 def _newest_checkpoint_step(checkpoints: Path) -> tuple[Path, int]:
     newest = max(checkpoints.glob("*.ckpt"), key=lambda path: path.stat().st_mtime_ns)
-    return newest, torch.load(newest, map_location="cpu", weights_only=False)["global_step"]
+    return newest, torch.load(newest, map_location="cpu", weights_only=True)["global_step"]
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
@@ -315,7 +318,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     with pytest.raises(RuntimeError):
         AtomicCheckpointIO().save_checkpoint({"global_step": 2, "bad": Unpicklable()}, target)
 
-    assert torch.load(target, weights_only=False)["global_step"] == 1
+    assert torch.load(target, weights_only=True)["global_step"] == 1
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
     # a partial file left by a killed writer is never taken for a checkpoint
     (target.parent / ".epoch=3-step=9.ckpt.partial-123").write_bytes(b"half")

@@ -80,6 +80,9 @@ from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "pretrain")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: the only decoders PIL may pick for those files: left to guess from the content, it also reads PostScript
+#: (EPS), whose loader runs Ghostscript on what the file says, so a "photo" could be a program
+IMAGE_FORMATS = tuple(sorted({Image.registered_extensions()[extension] for extension in IMAGE_EXTENSIONS}))
 ON_CORRUPT = ("error", "skip")
 VERIFY_MODES = ("auto", "upfront", "lazy")
 #: folder datasets up to this many images are decoded in full when built
@@ -207,7 +210,7 @@ def _rows(part: int, count: int) -> np.ndarray:
 
 
 def _decode(path: str) -> Image.Image:
-    with Image.open(path) as image:
+    with Image.open(path, formats=IMAGE_FORMATS) as image:
         image.load()  # decode now, so a truncated file fails here and not in a transform
         return image.convert("RGB")
 

@@ -45,12 +45,15 @@ the architecture, the stem, the source checkpoint and how to build the model):
   bottleneck blocks, so a ResNet-18 export suits FPN configs
   (``MODEL.RESNETS.DEPTH 18``, ``RES2_OUT_CHANNELS 64``), not C4 ones.
 
-Checkpoints are unpickled in full (``weights_only=False``, as Lightning writes
-more than tensors): export only checkpoints you trust. Every mistake (no such
-file, not a checkpoint, truncated or corrupt, no backbone, a format that
-cannot hold the architecture) is one line: :class:`ExportError`, or the
-:class:`~unmix_ext.guard.CheckpointError` of :func:`~unmix_ext.files.read_checkpoint`
-for a file that is not a complete checkpoint, which the command prints as ``error: ...`` and exits with status 2.
+Checkpoints are read as data only (``weights_only=True``: tensors, containers
+and numbers, which is all a training run writes), so a checkpoint whose pickle
+would import or call anything else is refused before any of it runs. Every
+mistake (no such file, not a checkpoint, truncated, corrupt or hostile, no
+backbone, a format that cannot hold the architecture) is one line:
+:class:`ExportError`, or the :class:`~unmix_ext.guard.CheckpointError` of
+:func:`~unmix_ext.files.read_checkpoint` for a file that is not a complete
+checkpoint or not only data, which the command prints as ``error: ...`` and
+exits with status 2.
 
 Example::
 

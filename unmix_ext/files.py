@@ -6,14 +6,21 @@ which is flushed to disk and then renamed over the target (a rename within one
 file system is atomic). A process killed mid-write leaves only that hidden
 partial file, which no glob for ``*.ckpt`` or ``*.json`` matches.
 
-Reads: :func:`read_checkpoint` checks the archive before unpickling it, so a
-truncated, damaged or foreign file is one :class:`CheckpointError` line naming
-the file, for the runner's resume, ``unmix_ext.linear`` and ``unmix_ext.export``
-alike.
+Reads: a checkpoint is data, never code. :func:`read_checkpoint` checks the
+archive, then unpickles it with torch's restricted loader (``weights_only=True``:
+tensors, containers and numbers, no other class or function), so a file whose
+pickle would import or call anything else is refused without running it. A
+truncated, damaged, foreign or hostile file is one :class:`CheckpointError` line
+naming the file, for the runner's resume, ``unmix_ext.linear`` and
+``unmix_ext.export`` alike.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import pickletools
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -74,19 +81,48 @@ def _unreadable_reason(path: Path) -> str | None:
     return None
 
 
+#: the pickle instruction torch's restricted loader stopped at, in its message (it names no global then)
+_REFUSED_OPERAND = re.compile(r"Unsupported operand (\d+)")
+_OPCODE_NAMES = {ord(op.code): op.name for op in pickletools.opcodes}
+
+
+def _refused_content(path: Path, err: pickle.UnpicklingError) -> str:
+    """What in ``path`` the restricted loader refused: the first global it may not import, else the instruction."""
+    try:
+        unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except pickle.UnpicklingError:  # torch's scan stops at the instructions its loader does not know
+        unsafe = []
+    if unsafe:
+        return f"it refers to {unsafe[0]}"
+    operand = _REFUSED_OPERAND.search(str(err))
+    if operand is None:
+        return "it holds objects other than tensors, containers and numbers"
+    return f"it uses the pickle instruction {_OPCODE_NAMES.get(int(operand.group(1)), operand.group(1))}"
+
+
 def read_checkpoint(path: str | Path, advice: str) -> dict[str, Any]:
-    """The Lightning checkpoint at ``path`` (on the CPU), after checking it is a complete ``torch.save`` archive.
+    """The Lightning checkpoint at ``path`` (on the CPU), read as data only after checking the archive is complete.
+
+    Only tensors, containers and numbers are unpickled (``torch.load(..., weights_only=True)``); a pickle
+    that refers to any other class or function is refused before anything in it runs.
 
     Raises:
         CheckpointError: ``checkpoint: <path> cannot be read (<why>); <advice>``,
-            or ``... is not a Lightning checkpoint ...`` when it holds no ``state_dict``.
+            ``... cannot be read safely (it refers to <module>.<name>, which a checkpoint of ours never
+            holds); <advice>``, or ``... is not a Lightning checkpoint ...`` when it holds no ``state_dict``.
     """
     shown = Path(path).resolve()
     reason = _unreadable_reason(Path(path))
     if reason is None:
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # whatever unpickling raises, the user needs the file name, not torch's stack
+            with warnings.catch_warnings():
+                # torch warns of a pickle protocol it may not read; such a file is refused below, in one line
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # torch's message would suggest weights_only=False: never that
+            raise CheckpointError(f"checkpoint: {shown} cannot be read safely ({_refused_content(Path(path), err)}, "
+                                  f"which a checkpoint of ours never holds); {advice}") from None
+        except Exception as err:  # whatever else unpickling raises, the user needs the file name, not torch's stack
             reason = f"torch.load failed: {type(err).__name__}: {short_message(err)}"
     if reason is not None:
         raise CheckpointError(f"checkpoint: {shown} cannot be read ({reason}); {advice}")

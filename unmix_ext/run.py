@@ -222,11 +222,15 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     if resume is not None:
         check_resumable(resume, model, resolved_method(cfg))
     trainer, progress = pretrain_trainer(cfg, plan, run_dir, len(train_loader))
-    trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume)
+    # data only, as check_resumable read it (Lightning's default is torch's, which
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns off)
+    trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume,
+                weights_only=True)
     checkpoint = None
     if cfg.checkpoint.enabled:
         checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
         if progress.saved_step != trainer.global_step:  # the final epoch fell between checkpoint.frequency
+            # weights_only=False saves the whole training state (optimizer, callbacks), so a rerun resumes from it
             trainer.save_checkpoint(checkpoint, weights_only=False)
 
     metrics = _online_metrics(trainer)
