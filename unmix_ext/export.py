@@ -9,10 +9,11 @@ method of ``solo.methods.METHODS`` (solo-learn's or an Un-Mix variant). Its
 ``state_dict`` holds the online backbone under ``encoder.`` and, for methods
 with one, the momentum backbone under ``momentum_encoder.``; ``--which``
 picks one (default ``online``). Projector, predictor, classifier and queues
-are not exported. The architecture is read from the weights themselves
-(solo-learn 1.0.2 does not save hyper-parameters; where a checkpoint has
-``hyper_parameters["encoder"]`` or ``["backbone_args"]["cifar"]``, they must
-agree with the weights).
+are not exported. The architecture of solo-learn's own encoders is read from
+the weights themselves (solo-learn 1.0.2 does not save hyper-parameters; where a
+checkpoint has ``hyper_parameters["encoder"]`` or ``["backbone_args"]["cifar"]``,
+they must agree with the weights); a ``timm/<model>`` encoder is named by the
+checkpoint itself (``unmix_ext.backbones.CHECKPOINT_ENTRY``).
 
 Formats (every one also writes ``OUT.json``, a sidecar naming the format,
 the architecture, the stem, the source checkpoint and how to build the model):
@@ -30,7 +31,8 @@ the architecture, the stem, the source checkpoint and how to build the model):
   (CIFAR stem: the same two replacements). ViT and Swin encoders already are
   timm models: their keys pass through, and the sidecar names the timm model
   (e.g. ``vit_small_patch16_224``) and its arguments (``patch_size``,
-  ``window_size``).
+  ``window_size``). A ``timm/<model>`` encoder's keys pass through too, and the
+  sidecar holds ``<model>`` and the arguments it was built with.
 - ``detectron2`` (ResNet-18/50 with the ImageNet stem): the pickle
   ``MODEL.WEIGHTS`` reads, ``{"model": {name: float32 ndarray}, "__author__":
   "unmix-ext", "matching_heuristics": True}`` with detectron2's names:
@@ -74,6 +76,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 import torch
 from torch import nn
 
+from unmix_ext.backbones import CHECKPOINT_ENTRY, is_timm_name, timm_model_name, use_cifar_stem
 from unmix_ext.cli import USAGE_ERROR
 from unmix_ext.files import atomic_write, atomic_write_text, read_checkpoint, short_message
 from unmix_ext.guard import CheckpointError
@@ -109,9 +112,11 @@ class Backbone:
     """One encoder of a checkpoint: solo-learn's name for it, how it is built, its weights.
 
     Attributes:
-        encoder: solo-learn's encoder name, ``"resnet18"``, ``"resnet50"``, ``"vit_small"``, ``"swin_tiny"``...
+        encoder: solo-learn's encoder name, ``"resnet18"``, ``"resnet50"``, ``"vit_small"``, ``"swin_tiny"``...,
+            or ``"timm/<model>"``.
         cifar_stem: ResNets only: conv1 is solo-learn's CIFAR stem (3x3, stride 1, padding 2; no max-pool).
-        model_kwargs: timm arguments beyond the name (``patch_size`` for ViTs, ``window_size`` for Swins).
+        model_kwargs: timm arguments beyond the name (``patch_size`` for ViTs, ``window_size`` for Swins,
+            what a ``timm/<model>`` encoder was built with).
         state_dict: the weights, keys without the ``encoder.`` / ``momentum_encoder.`` prefix.
     """
 
@@ -141,6 +146,10 @@ def extract_backbone(checkpoint: dict[str, Any], which: str = "online", source: 
         hint = "this method has no momentum encoder; export --which online" if which == "momentum" else (
             "is it a solo-learn / unmix-ext pretraining checkpoint?")
         raise ExportError(f"{source}: no '{prefix}*' weights in its state_dict; {hint}")
+    declared = checkpoint.get(CHECKPOINT_ENTRY)
+    if declared is not None:  # a timm model, named by the run that trained it
+        kwargs = dict(declared["kwargs"])
+        return Backbone(declared["name"], bool(kwargs.pop("cifar", False)), kwargs, state)
     backbone = _describe(state, source)
     _check_declared(backbone, checkpoint.get("hyper_parameters") or {}, source)
     return backbone
@@ -258,7 +267,9 @@ def _torchvision_notes(backbone: Backbone) -> dict[str, Any]:
 
 
 def _timm_notes(backbone: Backbone) -> dict[str, Any]:
-    return {**_torchvision_notes(backbone), "timm_name": TIMM_NAMES.get(backbone.encoder, backbone.encoder)}
+    name = timm_model_name(backbone.encoder) if is_timm_name(backbone.encoder) else TIMM_NAMES.get(
+        backbone.encoder, backbone.encoder)
+    return {**_torchvision_notes(backbone), "timm_name": name}
 
 
 def _detectron2_notes(backbone: Backbone) -> dict[str, Any]:
@@ -332,11 +343,7 @@ def build_backbone(info: dict[str, Any]) -> nn.Module:
     if build is None:
         raise ExportError(f"a {info['format']} export loads in {info['format']} (MODEL.WEIGHTS), not as a torch module")
     model = build(info)
-    if info["cifar_stem"]:
-        # solo-learn's CIFAR stem keeps 32x32 images large: 3x3 stride-1 conv (padding 2), no max-pool
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-        model.maxpool = nn.Identity()
-    return model
+    return use_cifar_stem(model) if info["cifar_stem"] else model
 
 
 def backbone_from_export(path: str | Path) -> nn.Module:

@@ -1,0 +1,70 @@
+"""timm encoders (``encoder="timm/<model>"``): every method trains on one, and its export rebuilds it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unmix_ext.backbones import CHECKPOINT_ENTRY, build_timm_encoder
+from unmix_ext.export import backbone_from_export, export
+
+# two timm families: a narrow ResNet-18 with solo's CIFAR stem, and a ConvNeXt
+TIMM_CASES = [
+    ("byol_unmix", "timm/resnet18", {"cifar": True, "channels": [16, 32, 64, 128]}),
+    ("simclr_unmix", "timm/convnext_atto", {"cifar": False}),
+]
+
+
+@pytest.mark.parametrize("name, encoder, backbone_args", TIMM_CASES)
+def test_timm_encoder_trains_with_unmix_and_exports(name, encoder, backbone_args, build_method,
+                                                    fit_two_steps, tmp_path):
+    model = build_method(name, encoder=encoder, backbone_args=backbone_args)
+    assert model.features_dim == model.encoder.num_features
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+
+    losses, trainer = fit_two_steps(model)
+    checkpoint = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    assert trainer.global_step == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))
+    assert torch.load(checkpoint, weights_only=True)[CHECKPOINT_ENTRY]["name"] == encoder
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    encoders = {"online": model.encoder}
+    if hasattr(model, "momentum_encoder"):
+        encoders["momentum"] = model.momentum_encoder
+    for which, trained in encoders.items():
+        out = export(checkpoint, "timm", tmp_path / f"{which}.pth", which=which)
+        info = json.loads((tmp_path / f"{which}.pth.json").read_text())
+        assert info["timm_name"] == encoder.split("/", 1)[1]
+        assert info["cifar_stem"] == backbone_args["cifar"]
+        rebuilt = backbone_from_export(out).eval()
+        torch.testing.assert_close(rebuilt(x), trained.eval()(x))
+
+
+def test_cifar_stem_keeps_a_resnets_resolution():
+    small = build_timm_encoder("timm/resnet18", cifar=True, channels=[16, 32, 64, 128])
+    assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)
+    standard = build_timm_encoder("timm/resnet18", channels=[16, 32, 64, 128])
+    maps = {}
+    for label, model in (("cifar", small), ("standard", standard)):
+        model.layer4.register_forward_hook(lambda m, i, o, label=label: maps.__setitem__(label, o.shape[-1]))
+        model.eval()(torch.randn(1, 3, 32, 32))
+    assert maps == {"cifar": 5, "standard": 1}  # 34 px after solo's padding-2 stem, /8 by the stages
+
+
+@pytest.mark.parametrize("encoder, kwargs, message", [
+    ("timm/resnet19", {}, r"encoder: 'timm/resnet19' is not a timm model; did you mean timm/resnet1"),
+    ("timm/convnext_atto", {"cifar": True}, r"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool"),
+])
+def test_bad_timm_encoders_are_one_line(encoder, kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        build_timm_encoder(encoder, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_solo_encoders_are_built_as_before(build_method):
+    model = build_method("simclr")
+    assert model.encoder_name == "resnet18" and not hasattr(model, "timm_encoder")
+    assert model.encoder.conv1.padding == (2, 2)  # solo's own CIFAR stem

@@ -1,0 +1,82 @@
+"""Encoders beyond solo-learn 1.0.2's table: any timm model, named ``timm/<model>``.
+
+solo-learn 1.0.2 builds resnet18/50, ViTs and Swins only. The ``timm_backbones`` patch
+lets every method (and every Un-Mix variant) take ``encoder="timm/<model>"``, built here
+as ``timm.create_model(<model>, num_classes=0, **kwargs)``: features are what the model
+gives before its classifier, ``(B, model.num_features)``, and solo-learn's heads are
+built for that width.
+
+``cifar=True`` gives a ResNet-style model (a ``conv1`` and a ``maxpool``) the stem that
+solo-learn gives its own ResNets for small images: a 3x3 stride-1 ``conv1`` (padding 2,
+as solo's) and no max-pool, so a 32 px image is not cut to 8 px before the first block.
+
+Example::
+
+    model = METHODS["simclr_unmix"](encoder="timm/resnet18",
+                                    backbone_args={"cifar": True, "channels": [32, 64, 128, 256]}, ...)
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+TIMM_PREFIX = "timm/"
+
+
+def is_timm_name(encoder: str) -> bool:
+    return encoder.startswith(TIMM_PREFIX)
+
+
+def timm_model_name(encoder: str) -> str:
+    """``"timm/resnet18"`` -> ``"resnet18"``, the name ``timm.create_model`` takes."""
+    return encoder[len(TIMM_PREFIX):]
+
+
+def unknown_timm_model(encoder: str) -> str | None:
+    """Why ``encoder`` (``timm/<model>``) cannot be built, with close names; None when timm knows it."""
+    import timm
+
+    name = timm_model_name(encoder)
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+    return f"{encoder!r} is not a timm model{hint}"
+
+
+def use_cifar_stem(model: nn.Module) -> nn.Module:
+    """Replaces a ResNet-style stem by solo-learn's CIFAR stem, in place; returns ``model``.
+
+    Raises:
+        ValueError: the model has no plain ``conv1`` convolution and ``maxpool`` to replace.
+    """
+    conv = getattr(model, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
+        raise ValueError(f"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool; {type(model).__name__} "
+                         "has no such stem (set backbone.kwargs.cifar: false, or size the model for small "
+                         "images through its own arguments, e.g. img_size and patch_size for a ViT)")
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=2, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build_timm_encoder(encoder: str, cifar: bool = False, **kwargs: Any) -> nn.Module:
+    """The timm model ``encoder`` names, without its classifier (forward gives (B, num_features)).
+
+    Raises:
+        ValueError: timm has no such model, or ``cifar`` on a model without a ResNet stem.
+    """
+    import timm
+
+    reason = unknown_timm_model(encoder)
+    if reason is not None:
+        raise ValueError(f"encoder: {reason}")
+    model = timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
+    return use_cifar_stem(model) if cifar else model
+
+
+#: the entry of a training checkpoint that names its timm encoder, ``{"name": "timm/<model>", "kwargs": {...}}``
+#: (solo-learn saves no hyper-parameters, and a timm model cannot be told from its weights alone)
+CHECKPOINT_ENTRY = "unmix_ext_encoder"
