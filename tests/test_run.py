@@ -280,6 +280,7 @@ BAD = [
     ("runner key in method_kwargs", {}, ["method_kwargs.lr=0.1"], "method_kwargs.lr"),
     ("LARS setting for SGD", {}, ["optimizer.name=sgd"], "optimizer.kwargs.eta"),
     ("unknown backbone", {}, ["backbone.name=resnet34"], "backbone.name"),
+    ("unknown timm backbone", {}, ["backbone.name=timm/resnet19"], "backbone.name"),
     ("large crops after small ones",
      {"augmentations": [{"crop_size": 32}, {"crop_size": 16}, {"crop_size": 32}]}, [], "augmentations.2"),
     ("fewer images than a batch", {}, [], "data.train_path"),

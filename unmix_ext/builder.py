@@ -8,7 +8,9 @@ solo-learn argument        recipe key
 ========================== ===============================================
 encoder, backbone_args     ``backbone.name``, ``backbone.kwargs`` (merged
                            last over ``cifar`` = images of at most 32 px,
-                           and ``img_size``/``patch_size`` for ViT/Swin)
+                           and ``img_size``/``patch_size`` for ViT/Swin);
+                           ``timm/<model>``: any timm model
+                           (:mod:`unmix_ext.backbones`)
 optimizer, lars            ``optimizer.name``: sgd, lars (SGD wrapped in
                            LARS) or adamw
 lr                         ``optimizer.lr``, used as written; with
@@ -47,6 +49,7 @@ from typing import Any
 
 import torch
 
+from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
 from unmix_ext.config import UNMIX_SUFFIX, Config, ConfigError, resolved_method
 from unmix_ext.data import DATASETS
 from unmix_ext.solo_kwargs import method_kwargs, solo_defaults
@@ -140,7 +143,9 @@ def backbone_args(cfg: Config) -> dict[str, Any]:
     name = cfg.backbone.name
     native = DATASETS[cfg.data.dataset].image_size
     args: dict[str, Any] = {"cifar": native is not None and native <= CIFAR_STEM_MAX_SIDE}
-    if name.startswith("resnet"):
+    if is_timm_name(name):  # its own arguments size a timm model; the stem exists on ResNet-style ones only
+        args["cifar"] = args["cifar"] and timm_model_name(name).startswith("resnet")
+    elif name.startswith("resnet"):
         args["zero_init_residual"] = False
     else:  # timm transformers build their position embeddings for one input side
         args["img_size"] = cfg.augmentations[0].crop_size
@@ -212,10 +217,15 @@ def check_method(cfg: Config) -> None:
 
     cls = method_class(cfg)
     supported = BaseMethod._SUPPORTED_ENCODERS
-    if cfg.backbone.name not in supported:
+    if is_timm_name(cfg.backbone.name):
+        reason = unknown_timm_model(cfg.backbone.name)
+        if reason is not None:
+            raise ConfigError(f"backbone.name: {reason}")
+    elif cfg.backbone.name not in supported:
         close = difflib.get_close_matches(cfg.backbone.name, supported, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigError(f"backbone.name: expected one of {', '.join(supported)}, got {cfg.backbone.name!r}{hint}")
+        raise ConfigError(f"backbone.name: expected one of {', '.join(supported)} or timm/<model>, "
+                          f"got {cfg.backbone.name!r}{hint}")
     crop_counts(cfg)
     _optimizer_args(cfg, world_size=1)
     _check_method_kwargs(cfg, cls)

@@ -208,7 +208,7 @@ def _parse_max_steps(path: str, raw: Any) -> Any:
 
 @dataclass(kw_only=True)
 class Backbone:
-    """``name``: a solo-learn backbone (resnet18, resnet50, vit_small...); ``kwargs``: passed to it."""
+    """``name``: a solo-learn backbone (resnet18, resnet50, vit_small...) or ``timm/<model>``; ``kwargs``: passed to it."""
 
     name: str = _field("resnet18", check=_nonempty)
     kwargs: dict[str, Any] = _field(factory=dict)
