@@ -55,7 +55,7 @@ Example::
 
     ds = build_dataset("cifar10", "/data", "train", fraction=0.1, root_key="data.train_path")
     image, target = ds[0]          # PIL.Image 32x32 RGB, int in [0, 10)
-    DATASETS["cifar10"].mean       # normalisation constants, per RGB channel
+    DATASETS["cifar10"].image_size  # 32, the native side in pixels
 """
 
 from __future__ import annotations
@@ -94,8 +94,6 @@ FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
 # what PIL raises on a file that is truncated, corrupt or not an image
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DataError(ValueError):
@@ -319,7 +317,6 @@ class DatasetSpec:
         layout: the expected files, with ``{root}`` for the root directory.
         num_classes: classes of the real dataset.
         image_size: native side in pixels; None where it varies per image.
-        mean, std: per-channel RGB normalisation constants, in [0, 1] units.
         load: ``load(site, split, **options) -> LabelledDataset``.
         options: dataset-specific keyword options that ``load`` accepts.
         download: ``download(root)`` fetching the files, or None.
@@ -330,8 +327,6 @@ class DatasetSpec:
     layout: str
     num_classes: int
     image_size: int | None
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     load: Callable[..., LabelledDataset]
     options: tuple[str, ...] = ()
     download: Callable[[Path], None] | None = None
@@ -475,8 +470,6 @@ DATASETS["cifar10"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
     num_classes=10,
     image_size=32,
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
     load=functools.partial(
         _load_cifar,
         fmt=_CifarFormat(
@@ -496,8 +489,6 @@ DATASETS["cifar100"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-100-python/ with train, test, meta",
     num_classes=100,
     image_size=32,
-    mean=(0.5071, 0.4865, 0.4409),
-    std=(0.2673, 0.2564, 0.2762),
     load=functools.partial(
         _load_cifar,
         fmt=_CifarFormat(
@@ -585,8 +576,6 @@ DATASETS["stl10"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=_STL_SIDE,
-    mean=(0.4467, 0.4398, 0.4066),
-    std=(0.2603, 0.2566, 0.2713),
     load=_load_stl10,
     download=_torchvision_download("STL10", split="train+unlabeled"),
 )
@@ -655,9 +644,6 @@ DATASETS["fashion_mnist"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=28,
-    # the grey statistics, repeated since images are served as RGB
-    mean=(0.2860, 0.2860, 0.2860),
-    std=(0.3530, 0.3530, 0.3530),
     load=_load_fashion_mnist,
     options=("rgb",),
     download=_torchvision_download("FashionMNIST"),
@@ -743,8 +729,6 @@ DATASETS["tiny_imagenet"] = DatasetSpec(
     ),
     num_classes=200,
     image_size=64,
-    mean=(0.4802, 0.4481, 0.3975),
-    std=(0.2770, 0.2691, 0.2821),
     load=_load_tiny_imagenet,
     options=_FOLDER_OPTIONS,
 )
@@ -776,8 +760,6 @@ DATASETS["imagenet"] = DatasetSpec(
     layout="in ImageFolder layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG",
     num_classes=1000,
     image_size=None,
-    mean=_IMAGENET_MEAN,
-    std=_IMAGENET_STD,
     load=_load_imagenet,
     options=_FOLDER_OPTIONS,
 )
@@ -819,8 +801,6 @@ DATASETS["imagenet100"] = DatasetSpec(
     ),
     num_classes=100,
     image_size=None,
-    mean=_IMAGENET_MEAN,
-    std=_IMAGENET_STD,
     load=_load_imagenet100,
     options=("class_list", *_FOLDER_OPTIONS),
 )
@@ -850,8 +830,6 @@ DATASETS["image_folder"] = DatasetSpec(
     ),
     num_classes=0,
     image_size=None,
-    mean=_IMAGENET_MEAN,
-    std=_IMAGENET_STD,
     load=_load_image_folder,
     options=_FOLDER_OPTIONS,
 )
