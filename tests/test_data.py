@@ -304,13 +304,20 @@ def test_image_folder_single_folder_with_and_without_classes(tmp_path):
     for name in ("cat", "dog"):
         fake_data._save_jpeg(tmp_path / "labelled" / name / "x.jpg", quadrants(16))
     fake_data._save_jpeg(tmp_path / "flat" / "a.jpg", quadrants(16))
-    # hidden files and folders (macOS, Jupyter) are neither images nor classes
+    # hidden files and folders (macOS, Jupyter) are neither images nor classes, at any depth
     (tmp_path / "flat" / "._a.jpg").write_bytes(b"\0\5\26\7")
     (tmp_path / "labelled" / ".ipynb_checkpoints").mkdir()
+    fake_data._save_jpeg(tmp_path / "labelled" / "cat" / ".ipynb_checkpoints" / "x.jpg", quadrants(16))
     labelled = build_dataset("image_folder", tmp_path / "labelled", "val")
     assert labelled.classes == ["cat", "dog"] and labelled.targets.tolist() == [0, 1]
     flat = build_dataset("image_folder", tmp_path / "flat", "pretrain")
     assert flat.targets.tolist() == [-1] and flat[0][1] == -1
+
+
+def test_a_hidden_folder_above_the_root_is_read(tmp_path):
+    root = tmp_path / ".cache" / "imagenet"  # only names below the root are checked for a leading dot
+    write_fake_dataset("imagenet", root, num_per_class=2, num_classes=2, image_size=8)
+    assert len(build_dataset("imagenet", root, "train")) == 4
 
 
 # ---------------------------------------------------------------------------

@@ -77,6 +77,7 @@ import numpy as np
 import torchvision
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
 SPLITS = ("train", "val", "pretrain")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -657,18 +658,11 @@ DATASETS["fashion_mnist"] = DatasetSpec(
 _FOLDER_OPTIONS = ("on_corrupt", "verify")
 
 
-def _is_image_name(name: str) -> bool:
+def _is_image_file(folder: str, path: str) -> bool:
+    """Whether ``path``, under ``folder``, is an image file to read."""
     # hidden names are skipped: macOS copies leave "._x.JPEG" files and ".ipynb_checkpoints" folders
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, following links, hidden ones skipped), sorted."""
-    found = []
-    for directory, subdirs, names in os.walk(folder, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found += [os.path.join(directory, name) for name in names if _is_image_name(name)]
-    return sorted(found)
+    hidden = any(part.startswith(".") for part in os.path.relpath(path, folder).split(os.sep))
+    return not hidden and has_file_allowed_extension(path, IMAGE_EXTENSIONS)
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -679,18 +673,25 @@ def _subfolders(folder: Path) -> list[str]:
 def _labelled_files(
     site: _Site, folder: Path, names: Sequence[str], classes: Sequence[str], image_dir: str = ""
 ) -> tuple[list[str], list[int]]:
-    """Files of ``folder/<name>/<image_dir>`` for each name, labelled by the name's index in ``classes``."""
+    """Image files under ``folder/<name>/`` for each name, labelled by the name's index in ``classes``.
+
+    torchvision's DatasetFolder listing: recursive, links followed, sorted; each
+    ``folder/<name>/<image_dir>`` must hold images. With no names, the files of
+    ``folder`` itself, labelled -1 (unlabeled).
+    """
     index = {name: i for i, name in enumerate(classes)}
-    paths: list[str] = []
-    targets: list[int] = []
+    # os.path.join(folder, "") is folder: the unlabeled files are one "class" numbered -1
+    wanted = {name: index[name] for name in names} or {"": -1}
     for name in names:
-        class_dir = site.require(folder / name / image_dir)
-        files = _image_files(class_dir)
-        if not files:
-            raise site.fail(f"class folder {class_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        paths += files
-        targets += [index[name]] * len(files)
-    return paths, targets
+        site.require(folder / name / image_dir)
+    is_valid = functools.partial(_is_image_file, str(folder))
+    samples = make_dataset(str(folder), wanted, is_valid_file=is_valid, allow_empty=True)
+    found = {target for _, target in samples}
+    empty = [name for name in names if index[name] not in found]
+    if empty:
+        class_dir = folder / empty[0] / image_dir
+        raise site.fail(f"class folder {class_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return [path for path, _ in samples], [target for _, target in samples]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -818,8 +819,8 @@ def _load_image_folder(site: _Site, split: str, on_corrupt: str = "error", verif
     if classes:
         return _read_class_folders(site, folder, classes, on_corrupt, verify)
     # no class folders: unlabeled images
-    paths = _image_files(folder)
-    return FileDataset(paths, [-1] * len(paths), [], folder, site.key, on_corrupt, verify)
+    paths, targets = _labelled_files(site, folder, [], [])
+    return FileDataset(paths, targets, [], folder, site.key, on_corrupt, verify)
 
 
 DATASETS["image_folder"] = DatasetSpec(
