@@ -513,6 +513,10 @@ def test_stl10_file_of_wrong_size_or_label_count(tmp_path):
     with pytest.raises(DataError) as exc_info:
         build_dataset("stl10", tmp_path, "val")
     assert_one_line(exc_info, f"{images} has {2 * 27648 - 1} bytes, not a multiple of 27648")
+    labels.write_bytes(b"\x01\x00\x02\x03")  # the file counts from 1: a 0 is no class
+    with pytest.raises(DataError) as exc_info:
+        build_dataset("stl10", tmp_path)
+    assert_one_line(exc_info, f"{labels} has labels in [-1, 2], outside [0, 10)")
 
 
 @pytest.fixture
