@@ -431,7 +431,7 @@ def test_class_folder_without_images(tmp_path):
             path.unlink()
         with pytest.raises(DataError) as exc_info:
             build_dataset(name, root, "train")
-        assert_one_line(exc_info, f"class folder {root / folder} has no image files (.jpeg")
+        assert_one_line(exc_info, f"class folder {root / folder} has no image files (.jpg, .jpeg, .png")
 
 
 def test_val_class_unknown_to_train_is_an_error(tmp_path):

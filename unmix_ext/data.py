@@ -85,10 +85,11 @@ import torch
 import torchvision
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
-from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 SPLITS = ("train", "val", "pretrain")
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: the file extensions torchvision's ImageFolder reads (matched ignoring case)
+IMAGE_EXTENSIONS = IMG_EXTENSIONS
 #: the only decoders PIL may pick for those files: left to guess from the content, it also reads PostScript
 #: (EPS), whose loader runs Ghostscript on what the file says, so a "photo" could be a program
 IMAGE_FORMATS = tuple(sorted({Image.registered_extensions()[extension] for extension in IMAGE_EXTENSIONS}))
