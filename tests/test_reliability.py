@@ -438,7 +438,7 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, case):
         (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
         (run_dir / CHECKPOINT_DIR / "epoch=0-step=1.ckpt").write_bytes(b"PK\x03\x04 cut short by a crash")
         expected = f"error: checkpoint: {run_dir / CHECKPOINT_DIR / 'epoch=0-step=1.ckpt'} cannot be read ("
-        needle = "or set auto_resume=false"
+        needle = "or set auto_resume.enabled=false"
 
     try:
         assert main(args) == 2
