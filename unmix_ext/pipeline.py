@@ -40,7 +40,7 @@ def check_augmentations(cfg: Config) -> None:
         path = f"augmentations.{i}"
         if not group.rrc.enabled:
             raise ConfigError(f"{path}.rrc.enabled: solo-learn 1.0.2 always takes a random resized crop; "
-                              "set it to true (crop_min_scale: 1.0 keeps the whole image)")
+                              "set it to true (crop_min_scale: 1.0 comes closest to no crop)")
         if group.equalization.prob > 0:
             raise ConfigError(f"{path}.equalization.prob: solo-learn 1.0.2 has no equalization; set it to 0")
 

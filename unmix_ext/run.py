@@ -111,8 +111,8 @@ def check_runtime(cfg: Config) -> DevicePlan:
     """What the schema cannot check alone: data format, crop sizes, method arguments, devices; raises ConfigError."""
     if cfg.data.format == "dali":
         raise ConfigError(
-            "data.format: dali needs solo-learn's DALI loader, which this package does not drive yet; use "
-            "data.format=image_folder (the same folders, read on the CPU), or scale=smoke, which does that"
+            "data.format: dali needs solo-learn's DALI loader (a GPU and nvidia-dali-cuda130), which unmix_ext does "
+            "not drive yet; use data.format=image_folder (the same folders, read by CPU workers), or scale=smoke"
         )
     if cfg.data.format not in READABLE_FORMATS:
         raise ConfigError(
@@ -283,6 +283,12 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     if trainer.is_global_zero:
         _write_results(run_dir / RESULTS_FILE, results)
         print(summary(results))
+    if cfg.wandb.enabled:
+        import wandb  # only runs that log to wandb pay for its import
+
+        # Lightning leaves the wandb run open, and the next run of this process (reproduce's next row,
+        # a second main() call) would log into it instead of starting its own
+        wandb.finish()
     return results
 
 
