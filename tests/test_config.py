@@ -175,6 +175,11 @@ def test_every_dataset_has_valid_defaults(dataset):
     assert cfg.augmentations[0].crop_size == stats.crop_size
 
 
+def test_solo_learns_custom_dataset_is_an_image_folder():
+    cfg = config_from_dict({"method": "simclr", "data": {"dataset": "custom", "train_path": "x"}})
+    assert cfg.data.dataset == "image_folder" and cfg.augmentations[0].crop_size == 224
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     cfg = load_config(_write(tmp_path / "r.yaml", "method: simclr\ndata: {dataset: cifar10}\noptimizer: {lr: 1e-3}\n"))
     assert cfg.optimizer.lr == pytest.approx(1e-3)

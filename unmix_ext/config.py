@@ -18,10 +18,8 @@ Example (with solo-learn's ``scripts/pretrain/cifar/simclr.yaml`` saved as ``rec
     >>> resolved_method(cfg), cfg.unmix.alpha, len(config_hash(cfg))
     ('simclr_unmix', 0.5, 12)
 
-What is checked elsewhere: device counts and data paths (the runner, which
-calls :func:`validate` with the registered method names), what solo-learn 1.0.2
-can build (:mod:`unmix_ext.builder`), the smoke shrink of ``scale: smoke``
-(:mod:`unmix_ext.smoke`) and method-specific ``method_kwargs`` (the method).
+Checked elsewhere: device counts and data paths (the runner), what solo-learn 1.0.2 can
+build and ``method_kwargs`` (:mod:`unmix_ext.builder`), the smoke shrink (:mod:`unmix_ext.smoke`).
 """
 
 from __future__ import annotations
@@ -93,6 +91,8 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "image_folder": DatasetDefaults(*_IMAGENET_STATS, 224),
 }
 DATASETS = tuple(DATASET_DEFAULTS)
+#: solo-learn's name for a dataset in ImageFolder layout (one subfolder per class) -> ours
+SOLO_DATASET_ALIASES = {"custom": "image_folder"}
 
 
 class ConfigError(ValueError):
@@ -212,7 +212,7 @@ class Data:
     (``error``) or is left out with a warning counting them (``skip``).
     """
 
-    dataset: str = _field(REQUIRED, choices=DATASETS)
+    dataset: str = _field(REQUIRED, choices=(*DATASETS, *SOLO_DATASET_ALIASES))
     train_path: Optional[str] = None
     val_path: Optional[str] = None
     format: str = _field("image_folder", choices=DATA_FORMATS)
@@ -393,13 +393,9 @@ class Unmix:
 
 @dataclass
 class Config:
-    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``.
-
-    The Lightning keys (``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
-    ``precision``, ``sync_batchnorm``, ``accumulate_grad_batches``, ``max_epochs``,
-    ``max_steps``, ``deterministic``) go to the Trainer. ``deterministic: true``
-    turns on torch's deterministic algorithms, so a GPU run repeats exactly; slower on GPUs.
-    """
+    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``. The Lightning keys
+    (``accelerator`` ... ``deterministic``) go to the Trainer; ``deterministic: true`` makes a GPU run
+    repeat exactly (slower)."""
 
     name: str = ""
     method: str = _field(REQUIRED, check=_nonempty)
@@ -682,6 +678,7 @@ def config_from_dict(data: Any, known_methods: Iterable[str] | None = None) -> C
             raise ConfigError(f"unmix.enabled: false contradicts method {cfg.method!r}; drop one of them")
         cfg.method = cfg.method[: -len(UNMIX_SUFFIX)]
         cfg.unmix.enabled = True
+    cfg.data.dataset = SOLO_DATASET_ALIASES.get(cfg.data.dataset, cfg.data.dataset)
     stats = DATASET_DEFAULTS.get(cfg.data.dataset)
     if stats is not None:  # an unknown dataset is reported by validate()
         for group in cfg.augmentations:

@@ -262,7 +262,7 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
         "method": args.method,
         "backbone": {"name": args.encoder, "kwargs": {}},
         "data": {
-            "dataset": "image_folder" if args.dataset == "custom" else args.dataset,
+            "dataset": args.dataset,
             "train_path": str(data_dir / train_dir), "val_path": str(data_dir / val_dir),
             "format": "dali" if args.dali else "image_folder", "num_workers": args.num_workers,
             "no_labels": args.no_labels,
