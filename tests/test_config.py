@@ -1,4 +1,5 @@
-"""Recipe loading: types, defaults, include, overrides, hash and one-line errors."""
+"""Recipe loading: solo-learn's Hydra layout (defaults lists, group folders), types, overrides, hash and
+one-line errors."""
 
 import json
 
@@ -35,23 +36,20 @@ FULL = {
     },
     "augmentations": [
         {
+            "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1},
+            "color_jitter": {"prob": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1},
+            "grayscale": {"prob": 0.2},
+            "gaussian_blur": {"prob": 0.0},
+            "solarization": {"enabled": True, "prob": 0.1},
+            "equalization": {"prob": 0.0},
+            "horizontal_flip": {"prob": 0.5},
             "crop_size": 32,
             "num_crops": 2,
-            "min_scale": 0.08,
-            "max_scale": 1,
-            "brightness": 0.4,
-            "contrast": 0.4,
-            "saturation": 0.2,
-            "hue": 0.1,
-            "color_jitter_prob": 0.8,
-            "gray_scale_prob": 0.2,
-            "gaussian_prob": 0.0,
-            "solarization_prob": 0.1,
-            "horizontal_flip_prob": 0.5,
             "mean": [0.5, 0.5, 0.5],
             "std": [0.25, 0.25, 0.25],
         }
     ],
+    "momentum": {"base_tau": 0.99, "final_tau": 1.0, "classifier": True},
     "optimizer": {
         "name": "lars",
         "batch_size": 256,
@@ -61,15 +59,18 @@ FULL = {
         "kwargs": {"eta": 0.02},
     },
     "scheduler": {"name": "step", "warmup_epochs": 0, "warmup_start_lr": 0, "min_lr": 0, "lr_decay_steps": [50, 80]},
-    "checkpoint": {"enabled": True, "dir": "ckpt", "frequency": 5},
-    "auto_resume": True,
-    "wandb": {"enabled": True, "project": "p", "offline": False},
+    "checkpoint": {"enabled": True, "dir": "ckpt", "frequency": 5, "keep_prev": True},
+    "auto_resume": {"enabled": True, "max_hours": 12},
+    "wandb": {"enabled": True, "project": "p", "entity": "team", "offline": False},
     "max_epochs": 100,
     "max_steps": 1000,
+    "accelerator": "gpu",
     "devices": [0, 1],
     "num_nodes": 1,
     "strategy": "ddp",
     "precision": 16,
+    "sync_batchnorm": True,
+    "accumulate_grad_batches": 2,
     "seed": 7,
     "scale": "smoke",
     "eval": {
@@ -133,14 +134,19 @@ def test_full_recipe_loads_with_types(tmp_path):
     assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
     assert cfg.optimizer.weight_decay == pytest.approx(1e-5)
     assert cfg.optimizer.kwargs == {"eta": 0.02}
-    assert cfg.augmentations[0].max_scale == 1.0 and isinstance(cfg.augmentations[0].max_scale, float)
-    assert cfg.augmentations[0].mean == [0.5, 0.5, 0.5]  # given values win over the dataset's
+    group = cfg.augmentations[0]
+    assert group.rrc.crop_max_scale == 1.0 and isinstance(group.rrc.crop_max_scale, float)
+    assert group.solarization.prob == 0.1 and group.color_jitter.saturation == 0.2
+    assert group.mean == [0.5, 0.5, 0.5]  # given values win over the dataset's
+    assert cfg.momentum.base_tau == 0.99 and cfg.momentum.classifier is True
     assert cfg.scheduler.lr_decay_steps == [50, 80]
     assert cfg.precision == "16-mixed"  # Lightning 1 int mapped to the Lightning 2 name
     assert cfg.devices == [0, 1] and cfg.max_steps == 1000 and cfg.strategy == "ddp"
     assert cfg.eval.linear.scheduler == "cosine" and cfg.eval.knn.k == 20
     assert cfg.unmix.lam == 0.7 and cfg.unmix.view == 1 and cfg.unmix.target_side == "online"
-    assert cfg.name == "simclr-cifar10" and cfg.scale == "smoke" and cfg.auto_resume is True
+    assert cfg.name == "simclr-cifar10" and cfg.scale == "smoke" and cfg.auto_resume.max_hours == 12.0
+    assert cfg.sync_batchnorm is True and cfg.accumulate_grad_batches == 2 and cfg.accelerator == "gpu"
+    assert cfg.wandb.entity == "team" and cfg.checkpoint.keep_prev is True
     assert resolved_method(cfg) == "simclr_unmix"
 
 
@@ -149,7 +155,8 @@ def test_defaults_filled(tmp_path):
     stl10 = DATASET_DEFAULTS["stl10"]
     (group,) = cfg.augmentations
     assert group.mean == list(stl10.mean) and group.std == list(stl10.std) and group.crop_size == 96
-    assert group.num_crops == 2
+    assert group.num_crops == 2 and group.rrc.crop_min_scale == 0.08 and group.horizontal_flip.prob == 0.5
+    assert cfg.momentum.base_tau is None and cfg.auto_resume.enabled is True and cfg.sync_batchnorm is False
     assert cfg.unmix.enabled is False and cfg.unmix.alpha == 1.0 and cfg.unmix.prob == 0.5
     assert cfg.unmix.lam is None and cfg.unmix.view == 0 and cfg.unmix.target_side == "both"
     assert cfg.wandb.offline is True and cfg.wandb.enabled is False
@@ -168,59 +175,95 @@ def test_every_dataset_has_valid_defaults(dataset):
     assert cfg.augmentations[0].crop_size == stats.crop_size
 
 
+def test_solo_learns_custom_dataset_is_an_image_folder():
+    cfg = config_from_dict({"method": "simclr", "data": {"dataset": "custom", "train_path": "x"}})
+    assert cfg.data.dataset == "image_folder" and cfg.augmentations[0].crop_size == 224
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     cfg = load_config(_write(tmp_path / "r.yaml", "method: simclr\ndata: {dataset: cifar10}\noptimizer: {lr: 1e-3}\n"))
     assert cfg.optimizer.lr == pytest.approx(1e-3)
 
 
 # --------------------------------------------------------------------------- #
-# include
+# Hydra composition: defaults lists and group folders, as solo-learn writes them
 # --------------------------------------------------------------------------- #
 
+SOLO_HEADER = """defaults:
+  - _self_
+  - augmentations: asymmetric.yaml
+  - wandb: private.yaml
+  - override hydra/hydra_logging: disabled
+  - override hydra/job_logging: disabled
 
-def test_include_relative_path_and_override(tmp_path):
-    base = {
-        "method": "simclr",
-        "data": {"dataset": "cifar10", "num_workers": 8},
-        "optimizer": {"name": "sgd", "lr": 0.5},
-        "augmentations": [{"num_crops": 1}, {"num_crops": 1, "min_scale": 0.2}],
-    }
-    _write(tmp_path / "base" / "cifar.yaml", base)
-    child = {
-        "include": "base/cifar.yaml",
-        "data": {"num_workers": 2},
-        "optimizer": {"lr": 0.1},
-        "augmentations": [{"num_crops": 2}],
-    }
-    cfg = load_config(_write(tmp_path / "child.yaml", child))
-    assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.1  # mappings merge
-    assert cfg.data.dataset == "cifar10" and cfg.data.num_workers == 2
-    assert [g.num_crops for g in cfg.augmentations] == [2]  # lists are replaced
+hydra:
+  output_subdir: null
+  run:
+    dir: .
+"""
+ASYMMETRIC = """- rrc: {enabled: True, crop_min_scale: 0.08, crop_max_scale: 1.0}
+  color_jitter: {prob: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1}
+  grayscale: {prob: 0.2}
+  gaussian_blur: {prob: 1.0}
+  solarization: {prob: 0.0}
+  equalization: {prob: 0.0}
+  horizontal_flip: {prob: 0.5}
+  crop_size: 32
+  num_crops: 1
+- rrc: {enabled: True, crop_min_scale: 0.08, crop_max_scale: 1.0}
+  color_jitter: {prob: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1}
+  grayscale: {prob: 0.2}
+  gaussian_blur: {prob: 0.1}
+  solarization: {prob: 0.2}
+  equalization: {prob: 0.0}
+  horizontal_flip: {prob: 0.5}
+  crop_size: 32
+  num_crops: 1
+"""
 
 
-def test_include_absolute_path(tmp_path):
-    base = _write(tmp_path / "elsewhere" / "base.yaml", MINIMAL)
-    cfg = load_config(_write(tmp_path / "r" / "child.yaml", {"include": str(base), "seed": 3}))
-    assert cfg.method == "simclr" and cfg.seed == 3
+def _solo_recipe(tmp_path, body="method: byol\ndata: {dataset: cifar10}\nmax_epochs: 3\n"):
+    _write(tmp_path / "augmentations" / "asymmetric.yaml", ASYMMETRIC)
+    _write(tmp_path / "augmentations" / "symmetric.yaml", "- {crop_size: 32, num_crops: 2}\n")
+    _write(tmp_path / "wandb" / "private.yaml", "enabled: True\nentity: None\nproject: solo-learn\n")
+    return _write(tmp_path / "byol.yaml", SOLO_HEADER + body)
 
 
-def test_include_chain_resolves_each_path_from_its_own_file(tmp_path):
-    _write(tmp_path / "a" / "b" / "root.yaml", {**MINIMAL, "seed": 1, "max_epochs": 10})
-    _write(tmp_path / "a" / "mid.yaml", {"include": "b/root.yaml", "seed": 2, "optimizer": {"lr": 0.2}})
-    cfg = load_config(_write(tmp_path / "top.yaml", {"include": "a/mid.yaml", "seed": 3}))
+def test_solo_learn_defaults_list_and_group_folders(tmp_path):
+    cfg = load_config(_solo_recipe(tmp_path))
+    assert [g.solarization.prob for g in cfg.augmentations] == [0.0, 0.2]  # the group file's list, in order
+    assert [g.num_crops for g in cfg.augmentations] == [1, 1]
+    assert cfg.wandb.enabled is True and cfg.wandb.project == "solo-learn"  # wandb/private.yaml, under wandb
+    assert cfg.max_epochs == 3
+
+
+def test_self_first_lets_the_groups_win_and_self_last_lets_the_file_win(tmp_path):
+    body = "method: byol\ndata: {dataset: cifar10}\nwandb: {project: mine}\n"
+    assert load_config(_solo_recipe(tmp_path, body)).wandb.project == "solo-learn"  # _self_ first, as solo-learn
+    path = tmp_path / "byol.yaml"
+    path.write_text(path.read_text().replace("  - _self_\n", "").replace("job_logging: disabled\n",
+                                                                           "job_logging: disabled\n  - _self_\n"))
+    assert load_config(path).wandb.project == "mine"
+
+
+def test_group_option_chosen_by_an_override(tmp_path):
+    cfg = load_config(_solo_recipe(tmp_path), ["augmentations=symmetric"])
+    assert [g.num_crops for g in cfg.augmentations] == [2]
+
+
+def test_defaults_name_other_files_of_the_folder(tmp_path):
+    _write(tmp_path / "_base.yaml", {**MINIMAL, "seed": 1, "max_epochs": 10, "optimizer": {"lr": 0.2}})
+    _write(tmp_path / "row.yaml", "defaults:\n  - _base\n  - _self_\nseed: 3\n")
+    _write(tmp_path / "sub" / "_other.yaml", {**MINIMAL, "max_epochs": 7})
+    cfg = load_config(tmp_path / "row.yaml")
     assert (cfg.seed, cfg.max_epochs, cfg.optimizer.lr) == (3, 10, 0.2)
+    _write(tmp_path / "top.yaml", "defaults:\n  - sub/_other@_here_\n  - _self_\nseed: 4\n")
+    assert (load_config(tmp_path / "top.yaml").max_epochs, load_config(tmp_path / "top.yaml").seed) == (7, 4)
 
 
-def test_include_cycle_is_an_error(tmp_path):
-    _write(tmp_path / "a.yaml", {"include": "b.yaml", **MINIMAL})
-    _write(tmp_path / "b.yaml", {"include": "a.yaml"})
-    message = _error(load_config, tmp_path / "a.yaml")
-    assert message.startswith("include: cycle") and "a.yaml" in message and "b.yaml" in message
-
-
-def test_missing_included_file(tmp_path):
-    message = _error(load_config, _write(tmp_path / "r.yaml", {"include": "nope.yaml", **MINIMAL}))
-    assert message.startswith("include: file not found") and "nope.yaml" in message
+def test_missing_group_option_names_the_available_ones(tmp_path):
+    message = _error(load_config, _solo_recipe(tmp_path), ["augmentations=nope"])
+    assert "augmentations/nope" in message and "asymmetric" in message and "symmetric" in message
 
 
 def test_missing_recipe_file(tmp_path):
@@ -231,9 +274,7 @@ def test_missing_recipe_file(tmp_path):
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = _write(tmp_path / "bad.yaml", "method: simclr\ndata:\n  dataset: cifar10\n  x: [1, 2\n")
     message = _error(load_config, path)
-    assert message.startswith(f"{path}:") and "YAML syntax error" in message
-    line = int(message[len(str(path)) + 1 :].split(":")[0])
-    assert 4 <= line <= 5  # PyYAML reports the unclosed list at its end
+    assert message.startswith(f"{path}:") and "line 4" in message
 
 
 # --------------------------------------------------------------------------- #
@@ -256,8 +297,10 @@ def test_dotted_overrides(tmp_path):
             "method_kwargs.temperature=0.5",
             "backbone.kwargs.extra.depth=3",  # free mappings grow new keys
             "precision=bf16",
+            "augmentations.0.solarization.prob=0.3",
         ],
     )
+    assert cfg.augmentations[0].solarization.prob == 0.3
     assert cfg.unmix.alpha == 0.5 and cfg.optimizer.lr == pytest.approx(1e-3)
     assert cfg.scale == "full" and cfg.augmentations[0].crop_size == 28
     assert cfg.checkpoint.enabled is False and cfg.unmix.lam is None and cfg.devices == [2, 3]
@@ -275,19 +318,21 @@ def test_override_creates_a_section_absent_from_the_recipe(tmp_path):
     [
         ("optimizer.lr", "override 'optimizer.lr': expected key=value"),
         ("optimizer.lrr=1", "optimizer.lrr: unknown key; did you mean optimizer.lr?"),
+        ("augmentations.0.color_jitter.brightnes=1",
+         "augmentations.0.color_jitter.brightnes: unknown key; did you mean augmentations.0.color_jitter.brightness?"),
         ("max_epoch=3", "max_epoch: unknown top-level key; did you mean max_epochs?"),
-        ("augmentations.4.crop_size=32", "augmentations.4: no such item"),
-        ("augmentations.first.crop_size=32", "augmentations.first:"),
-        ("scale.level=1", "scale.level:"),
-        ("optimizer.lr=[oops", "override optimizer.lr:1:"),
+        ("augmentations.4.crop_size=32", "{path}: Error merging override ++augmentations.4.crop_size=32"),
+        ("augmentations.first.crop_size=32", "{path}: "),
+        ("scale.level=1", "scale: expected a string"),
+        ("optimizer.lr=[oops", "{path}: "),
         ("optimizer.lr=abc", "optimizer.lr: expected a number, got 'abc'"),
-        ("optimizer.lr=.inf", "optimizer.lr: expected a finite number, got inf"),
-        ("include=other.yaml", "include: only a recipe file"),
+        ("optimizer.lr=inf", "optimizer.lr: expected a finite number, got inf"),
     ],
 )
 def test_bad_override(tmp_path, override, starts):
-    message = _error(load_config, _write(tmp_path / "r.yaml", FULL), [override])
-    assert message.startswith(starts)
+    path = _write(tmp_path / "r.yaml", FULL)
+    message = _error(load_config, path, [override])
+    assert message.startswith(starts.format(path=path))
 
 
 # --------------------------------------------------------------------------- #
@@ -301,6 +346,14 @@ def test_bad_override(tmp_path, override, starts):
         ({"max_epoch": 10}, "max_epoch: unknown top-level key; did you mean max_epochs?"),
         ({"optimizer": {"lrr": 0.1}}, "optimizer.lrr: unknown key; did you mean optimizer.lr?"),
         ({"augmentations": [{"crop_siz": 32}]}, "augmentations.0.crop_siz: unknown key; did you mean"),
+        ({"augmentations": [{"rrc": {"min_scale": 0.2}}]}, "augmentations.0.rrc.min_scale: unknown key; did you mean"),
+        ({"augmentations": [{"solarization": {"enabled": False, "prob": 0.2}}]},
+         "augmentations.0.solarization.enabled: false, but augmentations.0.solarization.prob is 0.2"),
+        ({"augmentations": {"crop_size": 32}}, "augmentations: expected a list"),
+        ({"auto_umap": {"enabled": True}}, "auto_umap: solo-learn 1.0.2's AutoUMAP is not wired in"),
+        ({"momentum": {"base_tau": 2}}, "momentum.base_tau: must be in [0, 1], got 2"),
+        ({"auto_resume": True}, "auto_resume: expected a mapping"),
+        ({"accelerator": "tpu"}, "accelerator: expected one of auto, cpu, gpu, cuda"),
         ({"optimizer": {"lr": "abc"}}, "optimizer.lr: expected a number, got 'abc'"),
         ({"optimizer": {"batch_size": 8.5}}, "optimizer.batch_size: expected an integer"),
         ({"unmix": {"enabled": "yes please"}}, "unmix.enabled: expected true or false"),
@@ -315,17 +368,18 @@ def test_bad_override(tmp_path, override, starts):
         ({"unmix": {"target_side": "x"}}, "unmix.target_side: expected one of both, online, got 'x'"),
         ({"max_epochs": 0}, "max_epochs: must be >= 1, got 0"),
         ({"max_steps": 0}, "max_steps: must be -1 (no limit) or >= 1"),
-        ({"data": {"fraction": 0}}, "data.fraction: must be in (0, 1], got 0"),
+        ({"data": {"fraction": 0}}, "data.fraction: must be in (0, 1], or -1 (all images), got 0"),
         ({"data": {"dataset": "cifar"}}, "data.dataset: expected one of"),
         ({"precision": "fp8"}, "precision: expected one of"),
         ({"precision": 8}, "precision: expected one of"),
-        ({"optimizer": {"name": "adam"}}, "optimizer.name: expected one of sgd, lars, adamw, got 'adam'"),
+        ({"optimizer": {"name": "adagrad"}}, "optimizer.name: expected one of sgd, lars, adam, adamw, got 'adagrad'"),
         ({"scheduler": {"name": "poly"}}, "scheduler.name: expected one of"),
         ({"scheduler": {"name": "step", "lr_decay_steps": None}}, "scheduler.lr_decay_steps: required"),
         ({"scheduler": {"lr_decay_steps": [80, 50]}}, "scheduler.lr_decay_steps: must be"),
         ({"eval": {"knn": {"temperature": 0}}}, "eval.knn.temperature: must be > 0"),
         ({"eval": {"linear": {"scheduler": "step", "lr_decay_steps": []}}}, "eval.linear.lr_decay_steps: "),
-        ({"augmentations": [{"min_scale": 0.9, "max_scale": 0.5}]}, "augmentations.0.min_scale: must be <="),
+        ({"augmentations": [{"rrc": {"crop_min_scale": 0.9, "crop_max_scale": 0.5}}]},
+         "augmentations.0.rrc.crop_min_scale: must be <="),
         ({"augmentations": [{"std": [0.2, 0.0, 0.2]}]}, "augmentations.0.std: must be"),
         ({"augmentations": [{"mean": [0.5], "std": [0.2, 0.2, 0.2]}]}, "augmentations.0.mean: must have"),
         ({"augmentations": []}, "augmentations: must list at least one crop group"),
@@ -396,7 +450,7 @@ def test_config_hash_ignores_key_order_and_tracks_values(tmp_path):
     assert config_hash(changed) != config_hash(forward)
 
 
-@pytest.mark.parametrize("override", ["nan_guard.max_skipped_steps=3", "auto_resume=false", "wandb.enabled=false",
+@pytest.mark.parametrize("override", ["nan_guard.max_skipped_steps=3", "auto_resume.enabled=false", "wandb.enabled=false",
                                       "checkpoint.frequency=2", "checkpoint.dir=elsewhere"])
 def test_config_hash_ignores_how_a_run_is_looked_after(tmp_path, override):
     # the NaN guard's error tells the user to rerun with nan_guard.max_skipped_steps=N: that rerun must find

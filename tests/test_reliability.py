@@ -447,7 +447,7 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, hostile_che
         else:
             hostile_checkpoint.write(newest)
             expected = f"error: checkpoint: {newest} {hostile_checkpoint.refusal}move {newest} away"
-        needle = "or set auto_resume=false"
+        needle = "or set auto_resume.enabled=false"
 
     try:
         assert main(args) == 2

@@ -76,7 +76,7 @@ def test_table1_rows_carry_the_paper_numbers(tables, known):
         assert cfg.max_epochs == int(row.label.split(", ")[1].split()[0])
         assert (cfg.data.dataset, cfg.backbone.name, cfg.optimizer.batch_size) == ("imagenet", "resnet50", 256)
         assert cfg.method_kwargs["symmetric"] is False and cfg.unmix.symmetric is False
-        assert cfg.method_kwargs["base_tau_momentum"] == cfg.method_kwargs["final_tau_momentum"] == 0.999
+        assert cfg.momentum.base_tau == cfg.momentum.final_tau == 0.999
         lin = cfg.eval.linear
         assert (lin.lr, lin.batch_size, lin.max_epochs, lin.lr_decay_steps, lin.weight_decay) == (
             30.0, 256, 100, [60, 80], 0.0)

@@ -33,7 +33,7 @@ SOLO_STYLE = {
     "backbone": {"name": "resnet18"},
     "method_kwargs": {"proj_hidden_dim": 2048, "proj_output_dim": 256, "temperature": 0.2},
     "data": {"dataset": "cifar10", "train_path": "absent", "num_workers": 4},
-    "augmentations": [{"crop_size": 32, "num_crops": 2, "min_scale": 0.08, "solarization_prob": 0.1}],
+    "augmentations": [{"crop_size": 32, "num_crops": 2, "rrc": {"crop_min_scale": 0.08}, "solarization": {"prob": 0.1}}],
     "optimizer": {"name": "lars", "batch_size": 256, "lr": 0.4, "classifier_lr": 0.1, "weight_decay": 1.0e-5,
                   "kwargs": {"eta": 0.02, "exclude_bias_n_norm": True}},
     "scheduler": {"name": "warmup_cosine", "warmup_epochs": 10},
@@ -177,16 +177,19 @@ def test_recipe_maps_onto_solo_arguments(tmp_path):
 
     assert (kwargs["optimizer"], kwargs["lars"], kwargs["eta_lars"], kwargs["exclude_bias_n_norm"]) == (
         "sgd", True, 0.02, True)
-    assert kwargs["lr"] == 0.4 and kwargs["extra_optimizer_args"] == {"momentum": 0.9}
+    # solo-learn's rule: lr and classifier_lr are per 256 images, scaled by the batch of all processes
+    assert kwargs["lr"] == pytest.approx(0.4 * 256 * 2 / 256) and kwargs["classifier_lr"] == pytest.approx(0.2)
+    assert kwargs["extra_optimizer_args"] == {"momentum": 0.9}
     assert (kwargs["num_large_crops"], kwargs["num_small_crops"]) == (2, 4)
     assert kwargs["backbone_args"] == {"cifar": True, "zero_init_residual": False}
     assert (kwargs["temperature"], kwargs["knn_eval"], kwargs["knn_k"]) == (0.2, True, 7)
     assert not any(key.startswith("unmix_") for key in kwargs)
 
-    adamw = load_config(recipe, ["optimizer.name=adamw", "optimizer.kwargs={betas: [0.9, 0.95], scale_lr: true}"])
-    kwargs = solo_method_kwargs(adamw, num_classes=10, world_size=2)
-    assert kwargs["extra_optimizer_args"] == {"betas": [0.9, 0.95]}
-    assert kwargs["lr"] == pytest.approx(0.4 * 256 * 2 / 256)
+    # Hydra's override grammar: a mapping merges into the recipe's, ~ deletes a key
+    adamw = load_config(recipe, ["optimizer.name=adamw", "~optimizer.kwargs.eta", "~optimizer.kwargs.exclude_bias_n_norm",
+                                 "optimizer.kwargs={betas: [0.9, 0.95]}"])
+    kwargs = solo_method_kwargs(adamw, num_classes=10, world_size=1)
+    assert kwargs["extra_optimizer_args"] == {"betas": [0.9, 0.95]} and kwargs["lr"] == pytest.approx(0.4)
 
 
 def test_smoke_shrinks_an_imagenet_resnet50_recipe(tmp_path):
@@ -284,6 +287,16 @@ BAD = [
     ("large crops after small ones",
      {"augmentations": [{"crop_size": 32}, {"crop_size": 16}, {"crop_size": 32}]}, [], "augmentations.2"),
     ("fewer images than a batch", {}, [], "data.train_path"),
+    ("one crop for a two-view method", {"augmentations": [{"crop_size": 32, "num_crops": 1}]}, [], "augmentations"),
+    ("unknown backbone at smoke scale", {}, ["backbone.name=resnet19", "scale=smoke"], "backbone.name"),
+    ("a method only newer solo-learn has", {}, ["method=mocov3", "scale=smoke"], "method"),
+    ("an augmentation 1.0.2 lacks", {}, ["augmentations.0.equalization.prob=0.2"], "augmentations.0.equalization.prob"),
+    ("no random resized crop", {}, ["augmentations.0.rrc.enabled=false"], "augmentations.0.rrc.enabled"),
+    ("momentum for a method without one", {"momentum": {"base_tau": 0.99}}, [], "momentum.base_tau"),
+    ("GPU asked of a machine without one", {}, ["accelerator=gpu"] if not torch.cuda.is_available() else
+     ["accelerator=tpu"], "accelerator"),
+    ("dali at full scale", {}, ["data.format=dali"], "data.format"),
+    ("unlabelled images", {}, ["data.no_labels=true"], "data.no_labels"),
 ]
 
 

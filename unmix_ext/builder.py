@@ -12,14 +12,17 @@ encoder, backbone_args     ``backbone.name``, ``backbone.kwargs`` (merged
                            ``timm/<model>``: any timm model
                            (:mod:`unmix_ext.backbones`)
 optimizer, lars            ``optimizer.name``: sgd, lars (SGD wrapped in
-                           LARS) or adamw
-lr                         ``optimizer.lr``, used as written; with
-                           ``optimizer.kwargs.scale_lr: true`` it is scaled
-                           by solo-learn 1.0.2's rule
-                           ``lr * batch_size * world_size / 256``
-classifier_lr,             ``optimizer.classifier_lr``,
+                           LARS), adam or adamw
+lr, classifier_lr          ``optimizer.lr``, ``optimizer.classifier_lr``, per
+                           256 images: scaled by solo-learn's rule
+                           ``lr * batch_size * world_size / 256`` (its
+                           ``main_pretrain.py``)
 weight_decay, batch_size   ``optimizer.weight_decay``, ``optimizer.batch_size``
                            (per device)
+accumulate_grad_batches    ``accumulate_grad_batches`` (also the Trainer's)
+base_tau_momentum,         ``momentum.base_tau``, ``momentum.final_tau``,
+final_tau_momentum,        ``momentum.classifier`` (momentum methods only)
+momentum_classifier
 eta_lars, grad_clip_lars,  ``optimizer.kwargs.eta``, ``.clip_lr``,
 exclude_bias_n_norm        ``.exclude_bias_n_norm`` (LARS only)
 extra_optimizer_args       the other ``optimizer.kwargs`` (SGD/LARS default
@@ -38,7 +41,7 @@ anything else              ``method_kwargs``, verbatim
 
 Example::
 
-    cfg = load_config("recipes/simclr-cifar10.yaml")
+    cfg = load_config("recipes/small/simclr-cifar10.yaml")
     model = build_method(cfg, num_classes=10)     # a solo.methods.SimCLR
 """
 from __future__ import annotations
@@ -50,18 +53,19 @@ from typing import Any
 import torch
 
 from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
-from unmix_ext.config import UNMIX_SUFFIX, Config, ConfigError, resolved_method
+from unmix_ext.config import UNMIX_SUFFIX, Config, ConfigError, check_method_name, resolved_method
 from unmix_ext.data import DATASETS
 from unmix_ext.solo_kwargs import method_kwargs, solo_defaults
 
 #: native image side (pixels) up to which ResNets get the CIFAR stem (3x3 conv, no max-pool)
 CIFAR_STEM_MAX_SIDE = 32
-#: solo-learn's rule for linearly scaled learning rates: lr is given per this many images
+#: solo-learn's rule for linearly scaled learning rates: lr and classifier_lr are given per this many images
 LR_REFERENCE_BATCH = 256
 
 # optimizer.kwargs the runner reads itself (LARS settings), by solo-learn argument
 _LARS_KWARGS = {"eta": "eta_lars", "clip_lr": "grad_clip_lars", "exclude_bias_n_norm": "exclude_bias_n_norm"}
-_TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "lars": torch.optim.SGD, "adamw": torch.optim.AdamW}
+_TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "lars": torch.optim.SGD, "adam": torch.optim.Adam,
+                     "adamw": torch.optim.AdamW}
 
 # solo-learn arguments that come from another recipe key; method_kwargs may not set them
 _DERIVED = {
@@ -79,7 +83,10 @@ _DERIVED = {
     "eta_lars": "optimizer.kwargs.eta",
     "grad_clip_lars": "optimizer.kwargs.clip_lr",
     "exclude_bias_n_norm": "optimizer.kwargs.exclude_bias_n_norm",
-    "accumulate_grad_batches": "optimizer.batch_size (gradient accumulation is not supported)",
+    "accumulate_grad_batches": "accumulate_grad_batches",
+    "base_tau_momentum": "momentum.base_tau",
+    "final_tau_momentum": "momentum.final_tau",
+    "momentum_classifier": "momentum.classifier",
     "scheduler": "scheduler.name",
     "lr_decay_steps": "scheduler.lr_decay_steps",
     "min_lr": "scheduler.min_lr",
@@ -98,6 +105,10 @@ _DERIVED = {
 }
 
 
+#: methods that train on any number of large crops (solo-learn's own rule); every other takes exactly two
+ANY_LARGE_CROPS = ("wmse",)
+
+
 def ssl_methods() -> dict[str, type]:
     """The buildable methods of ``solo.methods.METHODS`` (the Un-Mix variants included), by name."""
     from solo.methods import METHODS
@@ -109,12 +120,8 @@ def ssl_methods() -> dict[str, type]:
 def method_class(cfg: Config) -> type:
     """The class of the recipe's method (``<method>_unmix`` when ``unmix.enabled``)."""
     methods = ssl_methods()
-    name = resolved_method(cfg)
-    if name not in methods:
-        close = difflib.get_close_matches(name, methods, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(methods))}"
-        raise ConfigError(f"method: unknown method {name!r}; {hint}")
-    return methods[name]
+    check_method_name(resolved_method(cfg), methods)
+    return methods[resolved_method(cfg)]
 
 
 def crop_counts(cfg: Config) -> tuple[int, int]:
@@ -167,22 +174,19 @@ def _optimizer_args(cfg: Config, world_size: int) -> dict[str, Any]:
             if opt.name != "lars":
                 raise ConfigError(f"{path}: a LARS setting, but optimizer.name is {opt.name!r}")
             solo_args[_LARS_KWARGS[key]] = value
-        elif key == "scale_lr":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{path}: expected true or false, got {value!r}")
         elif key in accepted:
             extra[key] = value
         else:
-            allowed = sorted(accepted | {"scale_lr"} | (set(_LARS_KWARGS) if opt.name == "lars" else set()))
+            allowed = sorted(accepted | (set(_LARS_KWARGS) if opt.name == "lars" else set()))
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean optimizer.kwargs.{close[0]}?" if close else f"allowed: {', '.join(allowed)}"
             raise ConfigError(f"{path}: not an argument of {opt.name}; {hint}")
-    lr = opt.lr * opt.batch_size * world_size / LR_REFERENCE_BATCH if opt.kwargs.get("scale_lr") else opt.lr
+    scale = opt.batch_size * world_size / LR_REFERENCE_BATCH
     return {
-        "optimizer": "adamw" if opt.name == "adamw" else "sgd",
+        "optimizer": opt.name if opt.name in ("adam", "adamw") else "sgd",
         "lars": opt.name == "lars",
-        "lr": lr,
-        "classifier_lr": opt.classifier_lr,
+        "lr": opt.lr * scale,
+        "classifier_lr": opt.classifier_lr * scale,
         "weight_decay": opt.weight_decay,
         "batch_size": opt.batch_size,
         "extra_optimizer_args": extra,
@@ -211,6 +215,30 @@ def _check_method_kwargs(cfg: Config, cls: type) -> None:
             raise ConfigError(f"{path}: not an argument of {resolved_method(cfg)}{hint}")
 
 
+def _momentum_args(cfg: Config, cls: type) -> dict[str, Any]:
+    """``momentum.*`` as solo-learn 1.0.2 arguments (null: the method's default); raises ConfigError when
+    the method has no momentum encoder to apply them to."""
+    from solo.methods.base import BaseMomentumMethod
+
+    m = cfg.momentum
+    named = {"base_tau_momentum": m.base_tau, "final_tau_momentum": m.final_tau,
+             "momentum_classifier": True if m.classifier else None}
+    args = {key: value for key, value in named.items() if value is not None}
+    if args and not issubclass(cls, BaseMomentumMethod):
+        first = _DERIVED[next(iter(args))]
+        raise ConfigError(f"{first}: {resolved_method(cfg)} has no momentum encoder; remove the momentum section")
+    return args
+
+
+def _check_crops(cfg: Config) -> None:
+    large, _ = crop_counts(cfg)
+    if cfg.method not in ANY_LARGE_CROPS and large != 2:
+        raise ConfigError(
+            f"augmentations: {resolved_method(cfg)} compares two large views, so the groups of the first crop size "
+            f"({cfg.augmentations[0].crop_size} px) must give num_crops 2 in all, got {large}"
+        )
+
+
 def check_method(cfg: Config) -> None:
     """Everything :func:`solo_method_kwargs` rejects, without building anything; raises ConfigError."""
     from solo.methods.base import BaseMethod
@@ -226,8 +254,9 @@ def check_method(cfg: Config) -> None:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(f"backbone.name: expected one of {', '.join(supported)} or timm/<model>, "
                           f"got {cfg.backbone.name!r}{hint}")
-    crop_counts(cfg)
+    _check_crops(cfg)
     _optimizer_args(cfg, world_size=1)
+    _momentum_args(cfg, cls)
     _check_method_kwargs(cfg, cls)
 
 
@@ -237,7 +266,7 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
     Args:
         cfg: a validated recipe.
         num_classes: classes of the labelled split (online classifier and kNN).
-        world_size: processes training together (devices x nodes), for ``scale_lr``.
+        world_size: processes training together (devices x nodes), for the learning-rate rule.
     """
     check_method(cfg)
     cls = method_class(cfg)
@@ -253,6 +282,8 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
         "min_lr": sched.min_lr,
         "lr_decay_steps": sched.lr_decay_steps,
         "knn_eval": cfg.eval.knn.enabled,
+        "accumulate_grad_batches": cfg.accumulate_grad_batches,
+        **_momentum_args(cfg, cls),
     }
     if resolved_method(cfg).endswith(UNMIX_SUFFIX):
         u = cfg.unmix
@@ -265,7 +296,7 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
         cls, num_classes=num_classes, cifar=mapped["backbone_args"]["cifar"], max_epochs=cfg.max_epochs,
         num_large_crops=num_large, num_small_crops=num_small, **mapped,
     )
-    # method_kwargs() empties extra_optimizer_args for any optimizer but SGD; AdamW's betas are ours to keep
+    # method_kwargs() empties extra_optimizer_args for any optimizer but SGD; Adam's betas are ours to keep
     kwargs["extra_optimizer_args"] = mapped["extra_optimizer_args"]
     return kwargs
 

@@ -1,34 +1,25 @@
-"""Recipe schema: YAML files read into validated dataclasses.
+"""Recipe schema: solo-learn's pretraining YAML, composed by Hydra, checked by OmegaConf.
 
-The layout follows solo-learn's Hydra recipes (>= 1.0.6), so a solo-learn user
-recognises every section; Un-Mix adds one section, ``unmix``::
-
-    include: base/cifar.yaml          # optional; this file's keys win
-    name: simclr-unmix-cifar10
-    method: simclr                    # or simclr_unmix
-    backbone: {name: resnet18, kwargs: {}}
-    method_kwargs: {proj_hidden_dim: 2048, proj_output_dim: 256, temperature: 0.2}
-    data: {dataset: cifar10, train_path: ./data, num_workers: 4}
-    augmentations:
-      - {crop_size: 32, num_crops: 2, min_scale: 0.08}
-    optimizer: {name: lars, batch_size: 256, lr: 0.4, weight_decay: 1.0e-5}
-    scheduler: {name: warmup_cosine, warmup_epochs: 10}
-    max_epochs: 1000
-    precision: 16-mixed
-    unmix: {enabled: true, alpha: 1.0, prob: 0.5}
+A recipe is a solo-learn pretraining config (the layout of solo-learn's
+``scripts/pretrain/<dataset>/<method>.yaml`` since 1.0.6), read as solo-learn
+reads it: Hydra composes the ``defaults`` list (``_self_`` order, group folders
+beside the file such as ``augmentations/asymmetric.yaml``; ``override hydra/...``
+entries and the ``hydra:`` block are Hydra's own and change nothing here), then
+the result is merged onto the structured schema below (OmegaConf, struct mode).
+Un-Mix adds one section, ``unmix``, or is ``method: <name>_unmix``, in the file or as an
+override (``unmix.enabled=true``).
 
 Everything is checked when the recipe is loaded. A mistake raises
 :class:`ConfigError` with a one-line message that names the full key path and
 what is allowed, e.g. ``optimizer.lrr: unknown key; did you mean optimizer.lr?``.
 
-Example (with the recipe above saved as ``recipe.yaml``):
-    >>> cfg = load_config("recipe.yaml", ["unmix.alpha=0.5", "optimizer.lr=1e-3"])
+Example (with solo-learn's ``scripts/pretrain/cifar/simclr.yaml`` saved as ``recipe.yaml``):
+    >>> cfg = load_config("recipe.yaml", ["unmix.enabled=true", "unmix.alpha=0.5"])
     >>> resolved_method(cfg), cfg.unmix.alpha, len(config_hash(cfg))
     ('simclr_unmix', 0.5, 12)
 
-What is checked elsewhere: device counts and data paths (the runner, which
-calls :func:`validate` with the registered method names), the smoke shrink of
-``scale: smoke`` (the runner) and method-specific ``method_kwargs`` (the method).
+Checked elsewhere: device counts and data paths (the runner), what solo-learn 1.0.2 can
+build and ``method_kwargs`` (:mod:`unmix_ext.builder`), the smoke shrink (:mod:`unmix_ext.smoke`).
 """
 
 from __future__ import annotations
@@ -39,47 +30,41 @@ import functools
 import hashlib
 import json
 import math
-import re
-import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
-import yaml
+from omegaconf import MISSING as REQUIRED  # "???": OmegaConf reports the key if no file sets it
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 UNMIX_SUFFIX = "_unmix"
+#: methods of newer solo-learn releases (main-branch configs) that 1.0.2, which this package extends, lacks
+NEWER_SOLO_METHODS = ("all4one", "mae", "mocov3", "supcon", "vibcreg")
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
-DATA_FORMATS = ("image_folder", "h5")
+DATA_FORMATS = ("image_folder", "h5", "dali")
 SCALES = ("full", "smoke")
 TARGET_SIDES = ("both", "online")
 #: what a folder dataset does with an unreadable image file (see unmix_ext.data)
 ON_CORRUPT = ("error", "skip")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 # Lightning 2 strategy names a recipe may use; "dp" is gone from Lightning 2.
-STRATEGIES = (
-    "auto",
-    "ddp",
-    "ddp_spawn",
-    "ddp_fork",
-    "ddp_notebook",
-    "ddp_find_unused_parameters_true",
-    "ddp_find_unused_parameters_false",
-    "fsdp",
-    "deepspeed",
-    "single_device",
-)
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+              "ddp_find_unused_parameters_false", "fsdp", "deepspeed", "single_device")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 # Lightning 1 spellings, mapped the way Lightning 2 itself maps them.
-_PRECISION_ALIASES = {
-    32: "32-true",
-    "32": "32-true",
-    16: "16-mixed",
-    "16": "16-mixed",
-    64: "64-true",
-    "64": "64-true",
-    "bf16": "bf16-mixed",
+_PRECISION_ALIASES = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed", 64: "64-true",
+                      "64": "64-true", "bf16": "bf16-mixed"}
+#: keys of solo-learn's newer pretraining configs that nothing here can honour, and what to do instead
+UNSUPPORTED_KEYS = {
+    "auto_umap": "solo-learn 1.0.2's AutoUMAP is not wired in; remove the section",
+    "knn_eval": "the online kNN is solo-learn's default here; set eval.knn for the offline one, or remove it",
+    "performance": "channels-last is not applied by solo-learn 1.0.2's methods; remove the section",
+    "resume_from_checkpoint": "rerunning the same command resumes its run directory (auto_resume); remove the key",
+    "debug_augmentations": "not supported; remove the key",
 }
 
 
@@ -106,19 +91,19 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "image_folder": DatasetDefaults(*_IMAGENET_STATS, 224),
 }
 DATASETS = tuple(DATASET_DEFAULTS)
+#: solo-learn's name for a dataset in ImageFolder layout (one subfolder per class) -> ours
+SOLO_DATASET_ALIASES = {"custom": "image_folder"}
 
 
 class ConfigError(ValueError):
     """A recipe mistake; the message is one line that starts with the key path."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).splitlines()))
+        super().__init__(" ".join(str(message).split()))
 
 
-# --------------------------------------------------------------------------- #
-# Field constraints. Each field carries its allowed values in its metadata, so
-# validate() can walk any Config (also one the runner edited after loading).
-# --------------------------------------------------------------------------- #
+# --- Field constraints. OmegaConf checks types; each field carries its allowed values in its
+# metadata, so validate() can walk any Config (also one the runner edited after loading).
 
 
 def _field(
@@ -131,15 +116,13 @@ def _field(
     le: float | None = None,
     why: str = "",
     check: Callable[[Any], str | None] | None = None,
-    parse: Callable[[str, Any], Any] | None = None,
 ) -> Any:
     """A dataclass field plus its constraints.
 
     ``choices``: allowed values; ``gt``/``ge``/``le``: numeric bounds (``why`` is
-    appended to a bounds error); ``check(value)`` returns a problem or None;
-    ``parse(path, raw)`` normalises the raw YAML value before the type check.
+    appended to a bounds error); ``check(value)`` returns a problem or None.
     """
-    meta = {"choices": choices, "gt": gt, "ge": ge, "le": le, "why": why, "check": check, "parse": parse}
+    meta = {"choices": choices, "gt": gt, "ge": ge, "le": le, "why": why, "check": check}
     return field(default=default, default_factory=factory, metadata=meta)
 
 
@@ -181,86 +164,123 @@ def _max_steps_value(value: int) -> str | None:
     return None if value == -1 or value >= 1 else "must be -1 (no limit) or >= 1"
 
 
-def _devices_value(value: int | list[int] | str) -> str | None:
+def _fraction_value(value: float) -> str | None:
+    # solo-learn writes -1 for "all images"
+    return None if value == -1 or 0 < value <= 1 else "must be in (0, 1], or -1 (all images)"
+
+
+def _devices_value(value: Any) -> str | None:
     if isinstance(value, str):
         return None if value == "auto" else "must be 'auto', a count >= 1 or a list of device indices"
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return None if value >= 1 else "must be a count >= 1"
-    ok = value and all(i >= 0 for i in value) and len(set(value)) == len(value)
-    return None if ok else "must be a non-empty list of distinct device indices >= 0"
+    ok = isinstance(value, list) and value and all(isinstance(i, int) and i >= 0 for i in value)
+    return None if ok and len(set(value)) == len(value) else "must be a non-empty list of distinct device indices >= 0"
 
 
-def _parse_precision(path: str, raw: Any) -> Any:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        return raw  # left to the type check
-    # a number that is no alias becomes text, so the error lists the allowed names
-    return _PRECISION_ALIASES.get(raw, str(raw))
+def _precision_value(value: Any) -> str | None:
+    return None if value in PRECISIONS else f"expected one of {', '.join(PRECISIONS)} (or 16, 32, 64, bf16)"
 
 
-def _parse_max_steps(path: str, raw: Any) -> Any:
-    return -1 if raw is None else raw
+# --- Schema: solo-learn's keys, then ours (eval, nan_guard, unmix, scale, ...)
 
 
-# --------------------------------------------------------------------------- #
-# Schema
-# --------------------------------------------------------------------------- #
-
-
-@dataclass(kw_only=True)
+@dataclass
 class Backbone:
     """``name``: a solo-learn backbone (resnet18, resnet50, vit_small...) or ``timm/<model>``; ``kwargs``: passed to it."""
 
     name: str = _field("resnet18", check=_nonempty)
-    kwargs: dict[str, Any] = _field(factory=dict)
+    kwargs: Dict[str, Any] = _field(factory=dict)
 
 
-@dataclass(kw_only=True)
+@dataclass
+class Momentum:
+    """Momentum encoder of BYOL, MoCo, DINO...: tau from ``base_tau`` to ``final_tau`` (cosine); null = the
+    method's solo-learn default. ``classifier``: the online classifier also reads the momentum backbone."""
+
+    base_tau: Optional[float] = _field(None, ge=0, le=1)
+    final_tau: Optional[float] = _field(None, ge=0, le=1)
+    classifier: bool = False
+
+
+@dataclass
 class Data:
-    """Dataset and loader settings; ``fraction`` in (0, 1] is the share of training images used.
+    """Dataset and loader settings; ``fraction`` in (0, 1] is the share of training images used (-1: all).
 
+    ``format``: how the files are read (``dali``: solo-learn's GPU loader, full scale only).
     ``on_corrupt`` (folder datasets): an unreadable image file stops the run
     (``error``) or is left out with a warning counting them (``skip``).
     """
 
-    dataset: str = _field(choices=DATASETS)
-    train_path: str | None = None
-    val_path: str | None = None
+    dataset: str = _field(REQUIRED, choices=(*DATASETS, *SOLO_DATASET_ALIASES))
+    train_path: Optional[str] = None
+    val_path: Optional[str] = None
     format: str = _field("image_folder", choices=DATA_FORMATS)
     num_workers: int = _field(4, ge=0)
-    fraction: float = _field(1.0, gt=0, le=1)
+    fraction: float = _field(1.0, check=_fraction_value)
+    no_labels: bool = False
     download: bool = False
     on_corrupt: str = _field("error", choices=ON_CORRUPT)
 
 
-@dataclass(kw_only=True)
-class CropGroup:
-    """``num_crops`` crops of ``crop_size`` pixels sharing one augmentation pipeline.
+@dataclass
+class RandomResizedCrop:
+    """Crop a random share in [``crop_min_scale``, ``crop_max_scale``] of the image area, resize to the crop size."""
 
-    Scales are areas relative to the image; ``*_prob`` are probabilities; colour
-    jitter strengths follow torchvision's ColorJitter. ``mean``/``std`` (and
-    ``crop_size``) left out take the dataset's values from DATASET_DEFAULTS.
-    """
+    enabled: bool = True
+    crop_min_scale: float = _field(0.08, gt=0, le=1)
+    crop_max_scale: float = _field(1.0, gt=0, le=1)
 
-    crop_size: int | None = _field(None, ge=1)
-    num_crops: int = _field(2, ge=1)
-    min_scale: float = _field(0.08, gt=0, le=1)
-    max_scale: float = _field(1.0, gt=0, le=1)
+
+@dataclass
+class ColorJitter:
+    """torchvision's ColorJitter strengths, applied with probability ``prob``."""
+
+    enabled: Optional[bool] = None
+    prob: float = _field(0.8, ge=0, le=1)
     brightness: float = _field(0.4, ge=0)
     contrast: float = _field(0.4, ge=0)
     saturation: float = _field(0.2, ge=0)
     hue: float = _field(0.1, ge=0, le=0.5)
-    color_jitter_prob: float = _field(0.8, ge=0, le=1)
-    gray_scale_prob: float = _field(0.2, ge=0, le=1)
-    gaussian_prob: float = _field(0.0, ge=0, le=1)
-    solarization_prob: float = _field(0.0, ge=0, le=1)
-    horizontal_flip_prob: float = _field(0.5, ge=0, le=1)
-    mean: list[float] | None = None
-    std: list[float] | None = _field(None, check=_positive_numbers)
 
 
-@dataclass(kw_only=True)
+@dataclass
+class RandomApply:
+    """One augmentation applied with probability ``prob``. Like solo-learn, only ``prob`` decides;
+    ``enabled: false`` with ``prob > 0`` is a contradiction, reported as such."""
+
+    enabled: Optional[bool] = None
+    prob: float = _field(0.0, ge=0, le=1)
+
+
+def _applied(prob: float) -> Any:
+    return _field(factory=lambda: RandomApply(prob=prob))
+
+
+@dataclass
+class Augmentation:
+    """``num_crops`` crops of ``crop_size`` pixels sharing one pipeline (solo-learn's augmentation group).
+
+    ``mean``/``std`` (and ``crop_size``) left out take the dataset's values from DATASET_DEFAULTS.
+    """
+
+    rrc: RandomResizedCrop = _field(factory=RandomResizedCrop)
+    color_jitter: ColorJitter = _field(factory=ColorJitter)
+    grayscale: RandomApply = _applied(0.2)
+    gaussian_blur: RandomApply = _applied(0.0)
+    solarization: RandomApply = _applied(0.0)
+    equalization: RandomApply = _applied(0.0)
+    horizontal_flip: RandomApply = _applied(0.5)
+    crop_size: Optional[int] = _field(None, ge=1)
+    num_crops: int = _field(2, ge=1)
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = _field(None, check=_positive_numbers)
+
+
+@dataclass
 class Optimizer:
-    """``batch_size`` is per device, as in solo-learn; ``kwargs`` go to the optimizer (e.g. LARS eta)."""
+    """``batch_size`` is per device and ``lr``/``classifier_lr`` are per 256 images, as in solo-learn: each
+    is multiplied by ``batch_size * devices * num_nodes / 256``. ``kwargs`` go to the optimizer (LARS eta...)."""
 
     name: str = _field("lars", choices=OPTIMIZERS)
     batch_size: int = _field(
@@ -269,46 +289,56 @@ class Optimizer:
     lr: float = _field(0.3, gt=0)
     classifier_lr: float = _field(0.3, gt=0)
     weight_decay: float = _field(1e-4, ge=0)
-    kwargs: dict[str, Any] = _field(factory=dict)
+    kwargs: Dict[str, Any] = _field(factory=dict)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Scheduler:
-    """Learning-rate schedule; ``lr_decay_steps`` (epochs) is required by ``step``."""
+    """Learning-rate schedule (per epoch); ``lr_decay_steps`` (epochs) is required by ``step``."""
 
     name: str = _field("warmup_cosine", choices=SCHEDULERS)
     warmup_epochs: int = _field(10, ge=0)
     warmup_start_lr: float = _field(0.003, ge=0)
     min_lr: float = _field(0.0, ge=0)
-    lr_decay_steps: list[int] | None = _field(None, check=_increasing_epochs)
+    lr_decay_steps: Optional[List[int]] = _field(None, check=_increasing_epochs)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Checkpoint:
-    """Save every ``frequency`` epochs under ``dir``."""
+    """Save every ``frequency`` epochs under ``dir``; ``keep_prev``: keep the older checkpoints too."""
 
     enabled: bool = True
     dir: str = _field("trained_models", check=_nonempty)
     frequency: int = _field(1, ge=1)
+    keep_prev: bool = False
 
 
-@dataclass(kw_only=True)
+@dataclass
+class AutoResume:
+    """A rerun resumes from its run directory's newest checkpoint if it is at most ``max_hours`` old."""
+
+    enabled: bool = True
+    max_hours: float = _field(36.0, gt=0)
+
+
+@dataclass
 class NanGuard:
     """A NaN or infinite loss stops the run, unless fewer than ``max_skipped_steps`` steps were skipped so far."""
 
     max_skipped_steps: int = _field(0, ge=0)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Wandb:
     """Weights & Biases logging; offline unless a recipe opts in to syncing."""
 
     enabled: bool = False
     project: str = _field("unmix-ext", check=_nonempty)
+    entity: Optional[str] = None
     offline: bool = True
 
 
-@dataclass(kw_only=True)
+@dataclass
 class LinearEval:
     """Linear probe on frozen features after pre-training (solo-learn's defaults)."""
 
@@ -317,11 +347,11 @@ class LinearEval:
     lr: float = _field(0.1, gt=0)
     batch_size: int = _field(256, ge=1)
     scheduler: str = _field("step", choices=SCHEDULERS)
-    lr_decay_steps: list[int] | None = _field(factory=lambda: [60, 80], check=_increasing_epochs)
+    lr_decay_steps: Optional[List[int]] = _field(factory=lambda: [60, 80], check=_increasing_epochs)
     weight_decay: float = _field(0.0, ge=0)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class KnnEval:
     """Weighted k-NN on frozen features: ``k`` neighbours, similarity ``temperature``."""
 
@@ -330,7 +360,7 @@ class KnnEval:
     temperature: float = _field(0.1, gt=0)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Eval:
     """Evaluations run on the frozen backbone after pre-training."""
 
@@ -338,7 +368,7 @@ class Eval:
     knn: KnnEval = _field(factory=KnnEval)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Unmix:
     """Un-Mix settings (see UNMIX_SPEC.md).
 
@@ -355,38 +385,40 @@ class Unmix:
     alpha: float = _field(1.0, gt=0)
     prob: float = _field(0.5, ge=0, le=1)
     per_sample: bool = False
-    lam: float | None = _field(None, ge=0, le=1)
+    lam: Optional[float] = _field(None, ge=0, le=1)
     view: int = _field(0, choices=(0, 1))
-    symmetric: bool | None = None
+    symmetric: Optional[bool] = None
     target_side: str = _field("both", choices=TARGET_SIDES)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Config:
-    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``.
-
-    ``deterministic: true`` turns on torch's deterministic algorithms (and turns
-    off cuDNN's benchmark), so a GPU run repeats exactly; slower on GPUs.
-    """
+    """A whole recipe. ``name`` left empty becomes ``<resolved method>-<dataset>``. The Lightning keys
+    (``accelerator`` ... ``deterministic``) go to the Trainer; ``deterministic: true`` makes a GPU run
+    repeat exactly (slower)."""
 
     name: str = ""
-    method: str = _field(check=_nonempty)
+    method: str = _field(REQUIRED, check=_nonempty)
     backbone: Backbone = _field(factory=Backbone)
-    method_kwargs: dict[str, Any] = _field(factory=dict)
-    data: Data
-    augmentations: list[CropGroup] = _field(factory=lambda: [CropGroup()])
+    method_kwargs: Dict[str, Any] = _field(factory=dict)
+    momentum: Momentum = _field(factory=Momentum)
+    data: Data = _field(factory=Data)
+    augmentations: List[Augmentation] = _field(factory=lambda: [Augmentation()])
     optimizer: Optimizer = _field(factory=Optimizer)
     scheduler: Scheduler = _field(factory=Scheduler)
     checkpoint: Checkpoint = _field(factory=Checkpoint)
-    auto_resume: bool = True
+    auto_resume: AutoResume = _field(factory=AutoResume)
     nan_guard: NanGuard = _field(factory=NanGuard)
     wandb: Wandb = _field(factory=Wandb)
     max_epochs: int = _field(100, ge=1)
-    max_steps: int = _field(-1, check=_max_steps_value, parse=_parse_max_steps)
-    devices: int | list[int] | str = _field(1, check=_devices_value)
+    max_steps: int = _field(-1, check=_max_steps_value)
+    accelerator: str = _field("auto", choices=ACCELERATORS)
+    devices: Any = _field(1, check=_devices_value)
     num_nodes: int = _field(1, ge=1)
     strategy: str = _field("auto", choices=STRATEGIES)
-    precision: str = _field("32-true", choices=PRECISIONS, parse=_parse_precision)
+    precision: Any = _field("32-true", check=_precision_value)
+    sync_batchnorm: bool = False
+    accumulate_grad_batches: int = _field(1, ge=1)
     seed: int = _field(5, ge=0)
     deterministic: bool = False
     scale: str = _field("full", choices=SCALES)
@@ -394,9 +426,7 @@ class Config:
     unmix: Unmix = _field(factory=Unmix)
 
 
-# --------------------------------------------------------------------------- #
-# Messages
-# --------------------------------------------------------------------------- #
+# --- Messages
 
 
 def _join(prefix: str, key: Any) -> str:
@@ -410,26 +440,21 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown_key(prefix: str, key: Any, allowed: Iterable[str]) -> ConfigError:
-    allowed = list(allowed)
-    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-    hint = f"did you mean {_join(prefix, close[0])}?" if close else f"allowed: {', '.join(allowed)}"
-    kind = "unknown key" if prefix else "unknown top-level key"
-    return ConfigError(f"{_join(prefix, key)}: {kind}; {hint}")
-
-
 def _close_hint(value: Any, choices: Sequence[Any]) -> str:
     names = [str(c) for c in choices]
     close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 
 
-# --------------------------------------------------------------------------- #
-# Types: raw YAML values -> typed dataclasses
-# --------------------------------------------------------------------------- #
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-_PLURALS = {int: "integers", float: "numbers", str: "strings"}
+def _unknown_key(prefix: str, key: Any, cls: type) -> ConfigError:
+    path = _join(prefix, key)
+    if not prefix and key in UNSUPPORTED_KEYS:
+        return ConfigError(f"{path}: {UNSUPPORTED_KEYS[key]}")
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {_join(prefix, close[0])}?" if close else f"allowed: {', '.join(allowed)}"
+    kind = "unknown key" if prefix else "unknown top-level key"
+    return ConfigError(f"{path}: {kind}; {hint}")
 
 
 @functools.cache
@@ -437,85 +462,99 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _unwrap(tp: Any) -> Any:
+    """``Optional[X]`` -> ``X``; any other type as it is."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
+def _type_at(cls: type, parts: Sequence[str]) -> Any:
+    """The schema type at ``parts`` below dataclass ``cls`` (None where the schema has no type)."""
+    tp: Any = cls
+    for part in parts:
+        tp = _unwrap(tp)
+        if dataclasses.is_dataclass(tp):
+            tp = _hints(tp).get(part)
+        elif typing.get_origin(tp) is list and part.isdigit():
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+    return tp
+
+
+# what a value of a type is called in a message: alone, and in a list
+_TYPE_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+               str: ("a string", "strings")}
+
+
 def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if _unwrap(tp) is not tp:
+        return f"{_describe(_unwrap(tp))} or null"
+    origin = typing.get_origin(tp)
     if origin is list:
-        return f"a list of {_PLURALS[args[0]]}" if args[0] in _PLURALS else "a list"
+        return f"a list of {_TYPE_NAMES.get(typing.get_args(tp)[0], ('', 'values'))[1]}"
     if origin is dict or dataclasses.is_dataclass(tp):
         return "a mapping"
-    return _TYPE_NAMES.get(tp, str(tp))
+    return _TYPE_NAMES.get(tp, ("a value",))[0]
 
 
-def _coerce(path: str, tp: Any, value: Any) -> Any:
-    """``value`` as type ``tp``, or a ConfigError naming ``path``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        arms = [a for a in args if a is not type(None)]
-        if len(arms) == 1:
-            return _coerce(path, arms[0], value)
-        for arm in arms:
-            try:
-                return _coerce(path, arm, value)
-            except ConfigError:
-                pass
-    elif tp is Any:
-        return value
-    elif dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return _build(tp, value, path)
-    elif origin is list:
-        if isinstance(value, (list, tuple)):
-            return [_coerce(_join(path, i), args[0], v) for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif isinstance(value, tp):  # bool, str
-        return value
-    raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
+def _schema_error(cls: type, prefix: str, err: OmegaConfBaseException) -> ConfigError:
+    """One line naming the key path of an OmegaConf merge error below ``cls`` (found at ``prefix``)."""
+    parts = [p for p in (err.full_key or "").replace("[", ".").replace("]", "").split(".") if p]
+    path = ".".join([prefix, *parts]).strip(".") or "recipe"
+    if isinstance(err, MissingMandatoryValue):
+        owner = _type_at(cls, parts[:-1])
+        choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(owner)}.get(parts[-1])
+        return ConfigError(f"{path}: missing required key" + (f"; one of {', '.join(choices)}" if choices else ""))
+    owner = getattr(err, "object_type", None)
+    if isinstance(err, ConfigKeyError) and dataclasses.is_dataclass(owner) and parts and parts[-1] == str(err.key):
+        return _unknown_key(".".join([prefix, *parts[:-1]]).strip("."), err.key, owner)
+    tp = _type_at(cls, parts)
+    value = getattr(err, "value", None)
+    if value is None:
+        return ConfigError(f"{path}: {str(err).splitlines()[0]}")
+    return ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
 
 
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    """A ``cls`` dataclass from a raw mapping; missing keys take the field defaults."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise _unknown_key(prefix, key, fields)
-    kwargs = {}
-    for name, f in fields.items():
-        path, tp = _join(prefix, name), _hints(cls)[name]
-        if name in data:
-            parse = f.metadata.get("parse")
-            raw = parse(path, data[name]) if parse else data[name]
-            kwargs[name] = _coerce(path, tp, raw)
-        elif dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, {}, path)  # fills its defaults, reports its required keys
-        elif f.default is MISSING and f.default_factory is MISSING:
-            choices = f.metadata.get("choices")
-            allowed = f"; one of {', '.join(map(str, choices))}" if choices else ""
-            raise ConfigError(f"{path}: missing required key{allowed}")
-    return cls(**kwargs)
+# --- Raw mappings -> typed dataclasses (OmegaConf does the typing)
 
 
-# --------------------------------------------------------------------------- #
-# Validation
-# --------------------------------------------------------------------------- #
+def _check_sections(cls: type, data: Any, prefix: str) -> None:
+    """A section given as a scalar (``optimizer: 3``) or a list given as a scalar, named by its path
+    (OmegaConf's merge error does not say where it is)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'recipe'}: expected a mapping of keys, got {_show(data)}")
+    for f in dataclasses.fields(cls):
+        if f.name not in data or data[f.name] is None:
+            continue
+        tp, value, path = _unwrap(_hints(cls)[f.name]), data[f.name], _join(prefix, f.name)
+        if dataclasses.is_dataclass(tp):
+            _check_sections(tp, value, path)
+        elif typing.get_origin(tp) is list and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
+
+
+def _typed(cls: type, data: Any, prefix: str) -> Any:
+    """``data`` merged onto the schema of ``cls`` and returned as a ``cls``; errors name the key path."""
+    _check_sections(cls, data, prefix)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
+    except OmegaConfBaseException as err:
+        raise _schema_error(cls, prefix, err) from None
+
+
+def _precision(raw: Any) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return raw  # left to the check
+    return _PRECISION_ALIASES.get(raw, str(raw))
+
+
+# --- Validation
 
 
 def _check_value(path: str, value: Any, meta: dict) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
     if value is None or not meta:
         return
     choices = meta["choices"]
@@ -546,6 +585,26 @@ def _check_step_schedule(path: str, name: str, steps: list[int] | None) -> None:
         raise ConfigError(f"{path}.lr_decay_steps: required by the step scheduler (a list of epochs, e.g. [60, 80])")
 
 
+def _check_augmentation(path: str, group: Augmentation) -> None:
+    rrc = group.rrc
+    if rrc.crop_min_scale > rrc.crop_max_scale:
+        raise ConfigError(
+            f"{path}.rrc.crop_min_scale: must be <= {path}.rrc.crop_max_scale ({rrc.crop_max_scale:g}), "
+            f"got {rrc.crop_min_scale:g}"
+        )
+    for name in ("color_jitter", "grayscale", "gaussian_blur", "solarization", "equalization", "horizontal_flip"):
+        step = getattr(group, name)
+        if step.enabled is False and step.prob > 0:
+            raise ConfigError(
+                f"{path}.{name}.enabled: false, but {path}.{name}.prob is {step.prob:g}; solo-learn applies it "
+                "whenever prob > 0: set prob: 0 to turn it off"
+            )
+    if group.mean is not None and group.std is not None and len(group.mean) != len(group.std):
+        raise ConfigError(
+            f"{path}.mean: must have as many values as {path}.std ({len(group.std)}), got {len(group.mean)}"
+        )
+
+
 def validate(cfg: Config, known_methods: Iterable[str] | None = None) -> None:
     """Check every value of ``cfg`` and the rules that tie fields together.
 
@@ -561,25 +620,27 @@ def validate(cfg: Config, known_methods: Iterable[str] | None = None) -> None:
     if not cfg.augmentations:
         raise ConfigError("augmentations: must list at least one crop group")
     for i, group in enumerate(cfg.augmentations):
-        path = f"augmentations.{i}"
-        if group.min_scale > group.max_scale:
-            raise ConfigError(
-                f"{path}.min_scale: must be <= {path}.max_scale ({group.max_scale:g}), got {group.min_scale:g}"
-            )
-        if group.mean is not None and group.std is not None and len(group.mean) != len(group.std):
-            raise ConfigError(
-                f"{path}.mean: must have as many values as {path}.std ({len(group.std)}), got {len(group.mean)}"
-            )
+        _check_augmentation(f"augmentations.{i}", group)
     _check_step_schedule("scheduler", cfg.scheduler.name, cfg.scheduler.lr_decay_steps)
     _check_step_schedule("eval.linear", cfg.eval.linear.scheduler, cfg.eval.linear.lr_decay_steps)
     if known_methods is not None:
-        known = sorted(set(known_methods))
         name = resolved_method(cfg)
-        if name not in known:
-            via = f" (method {cfg.method} with unmix.enabled)" if name != cfg.method else ""
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
-            raise ConfigError(f"method: unknown method {name!r}{via}; {hint}")
+        check_method_name(name, known_methods, via=f" (method {cfg.method} with unmix.enabled)" * (name != cfg.method))
+
+
+def check_method_name(name: str, known: Iterable[str], key: str = "method", via: str = "") -> None:
+    """Raises ConfigError (naming ``key``) unless ``name`` is one of ``known``; a method of newer
+    solo-learn says so, any other unknown name suggests the nearest known ones."""
+    known = sorted(set(known))
+    base = name[: -len(UNMIX_SUFFIX)] if name.endswith(UNMIX_SUFFIX) else name
+    if base in NEWER_SOLO_METHODS:
+        bases = ", ".join(m for m in known if not m.endswith(UNMIX_SUFFIX))
+        raise ConfigError(f"{key}: {base} exists only in newer solo-learn (1.0.6 and later), not in 1.0.2, which "
+                          f"unmix_ext extends; pick one of {bases}")
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        raise ConfigError(f"{key}: unknown method {name!r}{via}; {hint}")
 
 
 def resolved_method(cfg: Config) -> str:
@@ -589,22 +650,35 @@ def resolved_method(cfg: Config) -> str:
     return cfg.method
 
 
-def config_from_dict(data: dict, known_methods: Iterable[str] | None = None) -> Config:
-    """A validated Config from a raw recipe mapping (no ``include``, overrides applied).
+def config_from_dict(data: Any, known_methods: Iterable[str] | None = None) -> Config:
+    """A validated Config from a composed recipe (a mapping or an OmegaConf DictConfig).
 
     Fills what depends on other keys: per-dataset ``mean``/``std``/``crop_size``,
     ``name``; and folds ``method: <m>_unmix`` into ``method: <m>`` with
     ``unmix.enabled: true`` so both spellings give the same config and hash.
     """
+    if OmegaConf.is_config(data):
+        data = OmegaConf.to_container(data, resolve=True)
     if not isinstance(data, dict):
         raise ConfigError(f"recipe: expected a mapping of keys, got {_show(data)}")
-    cfg = _build(Config, data, "")
+    data = dict(data)
+    groups = data.pop("augmentations", None)
+    if "precision" in data:
+        data["precision"] = _precision(data["precision"])
+    if data.get("max_steps", 0) is None:
+        data["max_steps"] = -1  # Lightning 1 wrote "no limit" as None
+    cfg = _typed(Config, data, "")
+    if groups is not None:
+        if not isinstance(groups, (list, tuple)):
+            raise ConfigError(f"augmentations: expected a list of augmentation groups, got {_show(groups)}")
+        cfg.augmentations = [_typed(Augmentation, group, f"augmentations.{i}") for i, group in enumerate(groups)]
     if cfg.method.endswith(UNMIX_SUFFIX):
         raw_unmix = data.get("unmix")
         if isinstance(raw_unmix, dict) and raw_unmix.get("enabled") is False:
             raise ConfigError(f"unmix.enabled: false contradicts method {cfg.method!r}; drop one of them")
         cfg.method = cfg.method[: -len(UNMIX_SUFFIX)]
         cfg.unmix.enabled = True
+    cfg.data.dataset = SOLO_DATASET_ALIASES.get(cfg.data.dataset, cfg.data.dataset)
     stats = DATASET_DEFAULTS.get(cfg.data.dataset)
     if stats is not None:  # an unknown dataset is reported by validate()
         for group in cfg.augmentations:
@@ -617,127 +691,49 @@ def config_from_dict(data: dict, known_methods: Iterable[str] | None = None) -> 
     return cfg
 
 
-# --------------------------------------------------------------------------- #
-# Files: YAML, include, overrides
-# --------------------------------------------------------------------------- #
+# --- Files: Hydra composes, OmegaConf types
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        raise ConfigError(f"{at}: YAML syntax error: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: YAML error: {err}") from None
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``: mappings merge key by key, anything else (lists too) is replaced."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_recipe(path: Path, chain: tuple[Path, ...], key: str) -> dict:
-    """The mapping in ``path`` merged over the recipes it includes, ``include`` removed."""
-    if not path.is_file():
-        source = f" (included from {chain[-1]})" if chain else ""
-        raise ConfigError(f"{key}: file not found: {path}{source}")
-    data = _parse_yaml(path.read_text(), str(path))
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {_show(data)}")
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    if not isinstance(include, str) or not include.strip():
-        raise ConfigError(f"include: expected a file path, got {_show(include)} (in {path})")
-    target = (path.parent / include).resolve()  # an absolute include stays as it is
-    if target in chain or target == path:
-        loop = " -> ".join(str(p) for p in (*chain, path, target))
-        raise ConfigError(f"include: cycle {loop}")
-    return _deep_merge(_read_recipe(target, (*chain, path), "include"), data)
-
-
-def _schema_child(tp: Any, part: str, parent: str) -> Any:
-    """The schema type at ``parent.part`` below type ``tp``, or a ConfigError."""
-    path = _join(parent, part)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        arms = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = arms[0] if len(arms) == 1 else tp
-    if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        if part not in hints:
-            raise _unknown_key(parent, part, hints)
-        return hints[part]
-    origin = typing.get_origin(tp)
-    if origin is list:
-        if not part.isdigit():
-            raise ConfigError(f"{path}: {parent} is a list, index it with a number (e.g. {parent}.0)")
-        return typing.get_args(tp)[0]
-    if origin is dict or tp is Any:
-        return Any
-    raise ConfigError(f"{path}: {parent} is {_describe(tp)}, it has no keys")
-
-
-def _apply_override(data: dict, text: str) -> None:
-    """Set one ``dotted.key=value`` override in the raw recipe ``data`` (in place)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
+def _hydra_override(text: str, config_dir: Path) -> str:
+    """``key=value`` as a Hydra override. A key that names a config group beside the recipe
+    (``augmentations=asymmetric``) selects an option; any other sets or adds the key (Hydra's ``++``),
+    since the recipe need not spell out a section (``unmix``) for an override to set it; the schema
+    then refuses what it does not know."""
+    if text.startswith(("+", "~")):  # Hydra's own add and delete
+        return text
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected key=value, e.g. optimizer.lr=0.1")
-    parts = key.split(".")
-    if parts[0] == "include":
-        raise ConfigError("include: only a recipe file can include another, not an override")
-    tp, node = Config, data
-    for depth, part in enumerate(parts):
-        parent = ".".join(parts[:depth])
-        tp = _schema_child(tp, part, parent)
-        slot: Any = part
-        if isinstance(node, list):
-            if not part.isdigit():  # a list inside a free mapping such as method_kwargs
-                raise ConfigError(f"{_join(parent, part)}: {parent} is a list, index it with a number")
-            slot = int(part)
-            if slot >= len(node):
-                raise ConfigError(f"{_join(parent, part)}: no such item; {parent} has {len(node)} in the recipe")
-        if depth == len(parts) - 1:
-            node[slot] = _parse_yaml(raw.strip(), f"override {key}")
-            return
-        child = node[slot] if isinstance(node, list) else node.get(slot)
-        if not isinstance(child, (dict, list)):
-            # an absent section, or a scalar the override now turns into a section
-            child = [] if typing.get_origin(tp) is list else {}
-            node[slot] = child
-        node = child
+    return text if (config_dir / key.strip()).is_dir() else f"++{text}"
+
+
+def compose(path: str | Path, overrides: Iterable[str] = ()) -> Any:
+    """The recipe at ``path`` composed by Hydra with ``overrides``: an OmegaConf DictConfig.
+
+    Raises:
+        ConfigError: a missing file, a YAML or defaults-list error, a bad override.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from yaml import YAMLError
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"recipe: file not found: {path}")
+    if path.suffix != ".yaml":
+        raise ConfigError(f"recipe: {path} must end in .yaml (Hydra reads no other name); rename it")
+    hydra_overrides = [_hydra_override(text, path.parent) for text in overrides]
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base=None):
+            return hydra_compose(config_name=path.stem, overrides=hydra_overrides)
+    except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
+        # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
+        raise ConfigError(f"{path}: {detail.split('Config search path')[0]}") from None
 
 
 def load_config(
@@ -745,29 +741,27 @@ def load_config(
     overrides: Iterable[str] = (),
     known_methods: Iterable[str] | None = None,
 ) -> Config:
-    """Read a recipe, resolve its ``include`` chain, apply overrides, validate.
+    """Compose a recipe with Hydra, apply overrides, validate.
 
     Args:
-        path: the YAML recipe. ``include: other.yaml`` in it (relative to the
-            including file, or absolute; chains allowed) is read first, and this
-            file's keys override it: mappings merge, lists are replaced.
+        path: the YAML recipe; its ``defaults`` list may name other files of its
+            folder (``- _base``) and options of group folders beside it
+            (``- augmentations: asymmetric.yaml``), composed in ``_self_`` order.
         overrides: ``dotted.key=value`` strings applied last, values read as
-            YAML (``optimizer.lr=1e-3``, ``unmix.enabled=true``,
-            ``augmentations.0.crop_size=32``, ``devices=[0,1]``).
+            Hydra reads them (``optimizer.lr=1e-3``, ``unmix.enabled=true``,
+            ``augmentations.0.crop_size=32``, ``devices=[0,1]``);
+            ``augmentations=asymmetric`` picks another option of a group.
         known_methods: see :func:`validate`.
 
     Raises:
-        ConfigError: missing file, YAML syntax error, include cycle, bad
+        ConfigError: missing file, YAML syntax error, bad defaults list or
             override, unknown key, wrong type or value.
     """
-    data = _read_recipe(Path(path).resolve(), (), "recipe")
-    for text in overrides:
-        _apply_override(data, text)
-    return config_from_dict(data, known_methods)
+    return config_from_dict(compose(path, overrides), known_methods)
 
 
 def config_to_dict(cfg: Config) -> dict:
-    """The resolved config as plain mappings, lists and scalars (YAML/JSON ready)."""
+    """The resolved config as plain mappings, lists and scalars (YAML/JSON ready), in the recipe's schema."""
     return dataclasses.asdict(cfg)
 
 

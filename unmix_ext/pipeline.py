@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from unmix_ext.config import Config
+from unmix_ext.config import Augmentation, Config, ConfigError
 from unmix_ext.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
 
 #: a centre crop keeps this share of the resized side (ImageNet's 224 of 256)
@@ -34,16 +34,36 @@ CENTER_CROP_SHARE = 0.875
 LIMIT_MARGIN = 1.25
 
 
+def check_augmentations(cfg: Config) -> None:
+    """What solo-learn 1.0.2's augmentation cannot do (newer solo-learn can); raises ConfigError."""
+    for i, group in enumerate(cfg.augmentations):
+        path = f"augmentations.{i}"
+        if not group.rrc.enabled:
+            raise ConfigError(f"{path}.rrc.enabled: solo-learn 1.0.2 always takes a random resized crop; "
+                              "set it to true (crop_min_scale: 1.0 comes closest to no crop)")
+        if group.equalization.prob > 0:
+            raise ConfigError(f"{path}.equalization.prob: solo-learn 1.0.2 has no equalization; set it to 0")
+
+
+def _custom_transform_args(group: Augmentation) -> dict[str, Any]:
+    """One solo-learn augmentation group as the keyword arguments of 1.0.2's ``CustomTransform``."""
+    jitter = group.color_jitter
+    return {
+        "crop_size": group.crop_size, "min_scale": group.rrc.crop_min_scale, "max_scale": group.rrc.crop_max_scale,
+        "brightness": jitter.brightness, "contrast": jitter.contrast, "saturation": jitter.saturation,
+        "hue": jitter.hue, "color_jitter_prob": jitter.prob, "gray_scale_prob": group.grayscale.prob,
+        "gaussian_prob": group.gaussian_blur.prob, "solarization_prob": group.solarization.prob,
+        "horizontal_flip_prob": group.horizontal_flip.prob, "mean": group.mean, "std": group.std,
+    }
+
+
 def pretrain_transform(cfg: Config) -> Callable:
     """solo-learn's N-crop augmentation: PIL image -> list of tensors (3, S_g, S_g), one per crop."""
     from solo.utils.pretrain_dataloader import prepare_n_crop_transform, prepare_transform
 
-    pipelines, counts = [], []
-    for group in cfg.augmentations:
-        settings = {k: v for k, v in vars(group).items() if k != "num_crops"}
-        pipelines.append(prepare_transform("custom", **settings))
-        counts.append(group.num_crops)
-    return prepare_n_crop_transform(pipelines, counts)
+    check_augmentations(cfg)
+    pipelines = [prepare_transform("custom", **_custom_transform_args(group)) for group in cfg.augmentations]
+    return prepare_n_crop_transform(pipelines, [group.num_crops for group in cfg.augmentations])
 
 
 def _normalize(cfg: Config) -> list[Callable]:
@@ -102,7 +122,7 @@ def load_split(
     data = cfg.data
     on_val_path = split == "val" and data.val_path is not None
     root, key = (data.val_path, "data.val_path") if on_val_path else (data.train_path, "data.train_path")
-    fraction = 1.0 if split == "val" else data.fraction
+    fraction = 1.0 if split == "val" or data.fraction == -1 else data.fraction  # solo-learn's -1: all
     options = {"on_corrupt": data.on_corrupt} if "on_corrupt" in DATASETS[data.dataset].options else {}
     dataset = build_dataset(
         data.dataset, root, split, transform, download=data.download,

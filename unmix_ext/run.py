@@ -18,20 +18,22 @@ Everything lands in the run directory ``<checkpoint.dir>/<name>-<hash>``, the
 hash being that of the recipe as loaded (overrides included), so the same
 command always finds the same directory::
 
-    config.yaml            the recipe as it ran (smoke shrink applied, paths absolute)
+    config.yaml            the recipe as it ran, in the recipe's own schema (smoke shrink applied, paths
+                           absolute): ``python -m unmix_ext.run RUN_DIR/config.yaml`` runs it again
     checkpoints/           epoch=<e>-step=<s>.ckpt (newest kept), last.ckpt (the final state)
     logs/pretrain/, logs/linear/   CSV logs (and wandb/ when enabled)
     results.json
 
-With ``auto_resume: true`` a rerun continues from the newest checkpoint of
+With ``auto_resume.enabled`` a rerun continues from the newest checkpoint of
 its run directory, exactly where the interrupted run was (see
-:mod:`unmix_ext.trainer`); otherwise it starts over, removing that directory's
+:mod:`unmix_ext.trainer`), if that checkpoint is at most ``auto_resume.max_hours``
+old (solo-learn's rule); otherwise it starts over, removing that directory's
 old checkpoints first. Either way an old ``results.json`` is removed when a run
 starts, so the file is there only when the last run of the recipe succeeded.
 
-``optimizer.lr`` is the learning rate the optimizer gets, as written; add
-``optimizer.kwargs.scale_lr: true`` for solo-learn 1.0.2's rule
-``lr * batch_size * devices * num_nodes / 256`` (see :mod:`unmix_ext.builder`).
+``optimizer.lr`` and ``optimizer.classifier_lr`` are per 256 images, as in
+solo-learn: the optimizer gets ``lr * batch_size * devices * num_nodes / 256``
+(see :mod:`unmix_ext.builder`).
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ from unmix_ext.pipeline import (
     eval_loader,
     eval_transform,
     linear_train_transform,
+    check_augmentations,
     load_split,
     num_classes,
     pretrain_loader,
@@ -84,6 +87,7 @@ LAST_CHECKPOINT = "last.ckpt"
 READABLE_FORMATS = ("image_folder",)
 #: online metrics copied into the results when the method logged them
 ONLINE_METRICS = ("val_acc1", "val_acc5", "val_knn_acc1", "val_knn_acc5")
+SECONDS_PER_HOUR = 3600
 _VERSIONED = ("torch", "torchvision", "pytorch-lightning", "solo-learn", "unmix-ext")
 
 
@@ -93,8 +97,23 @@ def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.checkpoint.dir) / f"{name}-{config_hash(cfg)}"
 
 
+def check_recipe(cfg: Config) -> None:
+    """What solo-learn 1.0.2 can build of the recipe (method, backbone, crops, augmentations, method arguments);
+    run before the smoke shrink, which would otherwise hide a mistake behind its own settings. Raises ConfigError."""
+    check_method(cfg)
+    check_augmentations(cfg)
+    if cfg.data.no_labels:
+        raise ConfigError("data.no_labels: the online classifier and the evaluations need labelled images; "
+                          "use an image folder with one subfolder per class and set it to false")
+
+
 def check_runtime(cfg: Config) -> DevicePlan:
     """What the schema cannot check alone: data format, crop sizes, method arguments, devices; raises ConfigError."""
+    if cfg.data.format == "dali":
+        raise ConfigError(
+            "data.format: dali needs solo-learn's DALI loader (a GPU and nvidia-dali-cuda130), which unmix_ext does "
+            "not drive yet; use data.format=image_folder (the same folders, read by CPU workers), or scale=smoke"
+        )
     if cfg.data.format not in READABLE_FORMATS:
         raise ConfigError(
             f"data.format: {cfg.data.format!r} cannot be read for {cfg.data.dataset}; "
@@ -139,12 +158,13 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
     if rank_zero_only.rank == 0:
         (run_dir / RESULTS_FILE).unlink(missing_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    if cfg.auto_resume and cfg.checkpoint.enabled:
-        return newest_checkpoint(run_dir)
-    if rank_zero_only.rank == 0:
+    resume = newest_checkpoint(run_dir) if cfg.auto_resume.enabled and cfg.checkpoint.enabled else None
+    if resume is not None and time.time() - resume.stat().st_mtime > cfg.auto_resume.max_hours * SECONDS_PER_HOUR:
+        resume = None  # too old to resume, as solo-learn's AutoResumer judges it
+    if resume is None and rank_zero_only.rank == 0:
         for stale in (run_dir / CHECKPOINT_DIR).glob("*.ckpt"):
             stale.unlink(missing_ok=True)
-    return None
+    return resume
 
 
 def _write_results(path: Path, results: dict[str, Any]) -> None:
@@ -207,6 +227,7 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     recipe_hash = config_hash(cfg)
     run_dir = run_dir_of(cfg).resolve()
     check_writable(Path(cfg.checkpoint.dir).expanduser())  # before the smoke shrink caches data there
+    check_recipe(cfg)
     smoke = effective(cfg)
     cfg = smoke.cfg
     plan = check_runtime(cfg)
@@ -266,6 +287,12 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     if trainer.is_global_zero:
         _write_results(run_dir / RESULTS_FILE, results)
         print(summary(results))
+    if cfg.wandb.enabled:
+        import wandb  # only runs that log to wandb pay for its import
+
+        # Lightning leaves the wandb run open, and the next run of this process (reproduce's next row,
+        # a second main() call) would log into it instead of starting its own
+        wandb.finish()
     return results
 
 

@@ -21,8 +21,12 @@ and ends up in ``results.json``; a key already small enough is left alone):
 - method: queues (``queue_size``) <= 4 batches (a multiple of the batch),
   ``num_prototypes`` <= 10, ``whitening_size`` <= the batch and
   ``proj_output_dim`` <= half of it (W-MSE);
-- machine: ``devices`` 1, ``num_nodes`` 1, ``strategy`` auto, and
-  ``precision`` 32-true on a machine without a GPU;
+- machine: what a GPU config asks for becomes what this machine runs:
+  ``devices`` 1, ``num_nodes`` 1, ``strategy`` auto, ``sync_batchnorm``
+  false, and on a machine without a GPU ``accelerator`` cpu and ``precision``
+  32-true; ``data.format: dali`` (solo-learn's GPU loader) reads the same
+  image folders with the CPU reader; ``wandb.offline`` true (nothing here may
+  reach the network);
 - evaluation: ``eval.linear.max_epochs`` <= 2, ``eval.linear.batch_size`` <= 64.
 
 Applying the shrink to an already shrunk recipe changes nothing.
@@ -116,6 +120,8 @@ def fake_data_root(dataset: str, cache_dir: Path) -> Path:
 
 def _shrink_data(smoke: Smoke, cache_dir: Path) -> None:
     cfg = smoke.cfg
+    if cfg.data.format == "dali":
+        smoke.set("data.format", "image_folder")
     if not _files_present(cfg):
         smoke.set("data.train_path", str(fake_data_root(cfg.data.dataset, cache_dir).resolve()))
         smoke.set("data.val_path", None)
@@ -179,8 +185,12 @@ def shrink(cfg: Config, method_cls: type, cache_dir: Path) -> Smoke:
     smoke.set("devices", 1)
     smoke.set("num_nodes", 1)
     smoke.set("strategy", "auto")
+    smoke.set("sync_batchnorm", False)
     if not torch.cuda.is_available():
         smoke.set("precision", "32-true")
+        if cfg.accelerator in ("gpu", "cuda"):
+            smoke.set("accelerator", "cpu")
+    smoke.set("wandb.offline", True)
     smoke.set("eval.linear.max_epochs", min(cfg.eval.linear.max_epochs, LINEAR_EPOCHS))
     smoke.set("eval.linear.batch_size", min(cfg.eval.linear.batch_size, LINEAR_BATCH))
     smoke.limits = {

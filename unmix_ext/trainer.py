@@ -8,7 +8,7 @@
   and a WandbLogger when ``wandb.enabled``, offline (no network) unless
   ``wandb.offline: false``.
 - Checkpoints: every ``checkpoint.frequency`` epochs, ``epoch=<e>-step=<s>.ckpt``
-  in ``<run dir>/checkpoints/`` (the newest one kept; ``last.ckpt`` links to
+  in ``<run dir>/checkpoints/`` (the newest one kept, all with ``checkpoint.keep_prev``; ``last.ckpt`` links to
   it), written to a hidden partial file and renamed (:mod:`unmix_ext.files`),
   so a run killed mid-write never leaves a truncated file that looks complete;
   a failed write (a full disk) is a one-line :class:`CheckpointError`.
@@ -56,8 +56,14 @@ class DevicePlan:
 
 
 def device_plan(cfg: Config) -> DevicePlan:
-    """The accelerator and strategy for ``cfg.devices``; raises ConfigError if the machine has fewer devices."""
+    """The accelerator and strategy for ``cfg.accelerator`` and ``cfg.devices`` (``auto``: GPUs when there are
+    any); raises ConfigError if the machine lacks them."""
     gpus = torch.cuda.device_count()
+    if cfg.accelerator in ("gpu", "cuda") and not gpus:
+        raise ConfigError(f"accelerator: {cfg.accelerator} requested, but this machine has no GPU; run with "
+                          "scale=smoke or accelerator=cpu")
+    if cfg.accelerator == "cpu":
+        gpus = 0
     accelerator, available, kind = ("gpu", gpus, "GPU(s)") if gpus else ("cpu", os.cpu_count() or 1, "CPU core(s)")
     devices = cfg.devices
     if isinstance(devices, list):
@@ -158,7 +164,7 @@ class ResumeState(Callback):
 def check_resumable(path: Path, model: pl.LightningModule, method: str) -> None:
     """Raises CheckpointError (one line) unless ``path`` can be read and fits ``model``, trained as ``method``."""
     shown = Path(path).resolve()
-    hint = f"move {shown} away (a rerun then resumes from an older checkpoint, if any) or set auto_resume=false"
+    hint = f"move {shown} away (a rerun then resumes from an older checkpoint, if any) or set auto_resume.enabled=false"
     checkpoint = read_checkpoint(path, hint)
     written_by = checkpoint.get("callbacks", {}).get(ResumeState.__qualname__, {}).get("method")
     if written_by is not None and written_by != method:
@@ -237,7 +243,7 @@ def _loggers(cfg: Config, run_dir: Path, stage: str) -> list:
             os.environ["WANDB_MODE"] = "offline"  # nothing in this process may reach for the network
         loggers.append(
             WandbLogger(
-                project=cfg.wandb.project, name=f"{cfg.name}-{stage}", save_dir=str(run_dir),
+                project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{cfg.name}-{stage}", save_dir=str(run_dir),
                 offline=cfg.wandb.offline, group=run_dir.name,
             )
         )
@@ -253,6 +259,7 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: Path, stage: str, batches: i
         "num_nodes": cfg.num_nodes,
         "strategy": plan.strategy,
         "precision": cfg.precision,
+        "sync_batchnorm": cfg.sync_batchnorm,
         "deterministic": cfg.deterministic,
         # fixed crop sizes: let cuDNN pick its fastest kernels, unless the run must repeat exactly
         "benchmark": plan.accelerator == "gpu" and not cfg.deterministic,
@@ -273,11 +280,12 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int)
         callbacks.append(
             ModelCheckpoint(
                 dirpath=run_dir / CHECKPOINT_DIR, filename="{epoch}-{step}", every_n_epochs=cfg.checkpoint.frequency,
-                save_top_k=1, save_last="link", save_on_train_epoch_end=True,
+                save_top_k=-1 if cfg.checkpoint.keep_prev else 1, save_last="link", save_on_train_epoch_end=True,
             )
         )
     trainer = pl.Trainer(
-        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, callbacks=callbacks,
+        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate_grad_batches,
+        callbacks=callbacks,
         enable_checkpointing=cfg.checkpoint.enabled, plugins=[AtomicCheckpointIO()],
         **_common(cfg, plan, run_dir, "pretrain", batches),
     )
