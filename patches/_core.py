@@ -247,6 +247,7 @@ PATCH_MODULES = (
     "knn_num_classes",
     "dino_teacher_warmup",
     "multicrop_codes",
+    "swav_queue_resume",
     "timm_backbones",
     "deepclusterv2_empty_targets",
     "offdiagonal_mask",

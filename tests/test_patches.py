@@ -417,6 +417,30 @@ def test_dino_loss_scores_every_student_crop_against_the_two_teacher_crops():
     torch.testing.assert_close(ours, DINOLoss.forward.__unmix_upstream__(loss_fn, student[: 2 * n], teacher))
 
 
+# --- swav_queue_resume -----------------------------------------------------------------
+
+
+def test_swav_with_a_queue_resumes_with_the_queue_it_saved(build_method, tmp_path):
+    first = _small(build_method, "swav", queue_size=16, epoch_queue_starts=0, max_epochs=3)
+    trainer = _trainer(max_epochs=2)
+    trainer.fit(first, _pretrain_loader())
+    checkpoint = tmp_path / "swav.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]["queue"]
+    assert saved.abs().sum() > 0  # two steps of embeddings in it
+
+    queue_at_first_step = []
+
+    class QueueProbe(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            queue_at_first_step.append(module.queue.clone())
+
+    resumed = _small(build_method, "swav", queue_size=16, epoch_queue_starts=0, max_epochs=3)
+    _trainer(max_epochs=3, callbacks=[QueueProbe()]).fit(resumed, _pretrain_loader(), ckpt_path=checkpoint)
+
+    torch.testing.assert_close(queue_at_first_step[0], saved, rtol=0, atol=0)
+
+
 # --- deepclusterv2_empty_targets -----------------------------------------------------
 
 
