@@ -284,6 +284,8 @@ BAD = [
     ("LARS setting for SGD", {}, ["optimizer.name=sgd"], "optimizer.kwargs.eta"),
     ("unknown backbone", {}, ["backbone.name=resnet34"], "backbone.name"),
     ("unknown timm backbone", {}, ["backbone.name=timm/resnet19"], "backbone.name"),
+    ("small crops for a two-view loss", {"method": "mocov2plus", "augmentations": [
+        {"crop_size": 32, "num_crops": 2}, {"crop_size": 16, "num_crops": 2}]}, [], "augmentations.1"),
     ("large crops after small ones",
      {"augmentations": [{"crop_size": 32}, {"crop_size": 16}, {"crop_size": 32}]}, [], "augmentations.2"),
     ("fewer images than a batch", {}, [], "data.train_path"),

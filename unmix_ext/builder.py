@@ -107,6 +107,9 @@ _DERIVED = {
 
 #: methods that train on any number of large crops (solo-learn's own rule); every other takes exactly two
 ANY_LARGE_CROPS = ("wmse",)
+#: methods whose loss uses small crops (multi-crop) in solo-learn 1.0.2, with the multicrop_codes patch;
+#: the others unpack two views (a traceback) or compute the small crops and leave them out of the loss
+SMALL_CROPS = ("byol", "dino", "simclr", "swav")
 
 
 def ssl_methods() -> dict[str, type]:
@@ -231,8 +234,16 @@ def _momentum_args(cfg: Config, cls: type) -> dict[str, Any]:
 
 
 def _check_crops(cfg: Config) -> None:
-    large, _ = crop_counts(cfg)
-    if cfg.method not in ANY_LARGE_CROPS and large != 2:
+    large, small = crop_counts(cfg)
+    base = resolved_method(cfg).removesuffix(UNMIX_SUFFIX)
+    if small and base not in SMALL_CROPS:
+        first = next(i for i, group in enumerate(cfg.augmentations)
+                     if group.crop_size != cfg.augmentations[0].crop_size)
+        raise ConfigError(
+            f"augmentations.{first}: {base} trains on its large crops only in solo-learn 1.0.2 (multi-crop: "
+            f"{', '.join(SMALL_CROPS)}); remove the groups of smaller crops"
+        )
+    if base not in ANY_LARGE_CROPS and large != 2:
         raise ConfigError(
             f"augmentations: {resolved_method(cfg)} compares two large views, so the groups of the first crop size "
             f"({cfg.augmentations[0].crop_size} px) must give num_crops 2 in all, got {large}"
