@@ -19,7 +19,7 @@ from torchvision import transforms
 from unmix_ext.builder import build_method, ssl_methods
 from unmix_ext.config import config_to_dict, load_config
 from unmix_ext.fake_data import write_fake_dataset
-from unmix_ext.guard import NanGuard
+from unmix_ext.guard import CheckpointError, NanGuard
 from unmix_ext.pipeline import load_split, pretrain_loader, pretrain_transform
 from unmix_ext.run import RESULTS_FILE, _prepare_run_dir, main, run_dir_of
 from unmix_ext.trainer import CHECKPOINT_DIR, device_plan, pretrain_trainer
@@ -219,7 +219,11 @@ def test_auto_resume_max_hours_is_solo_learns_age_limit(tmp_path):
     checkpoint = run_dir / CHECKPOINT_DIR / "epoch=0-step=1.ckpt"
     checkpoint.write_bytes(b"x")
     assert _prepare_run_dir(cfg, run_dir) == checkpoint
+    (run_dir / RESULTS_FILE).write_text("{}")  # a finished run's results
     two_hours_ago = time.time() - 7200
     os.utime(checkpoint, (two_hours_ago, two_hours_ago))
-    assert _prepare_run_dir(cfg, run_dir) is None and not checkpoint.exists()
+    # older than the limit: one line, and the old run's checkpoints are left alone
+    with pytest.raises(CheckpointError, match=r"is 2 hours old, more than auto_resume.max_hours \(1\); raise"):
+        _prepare_run_dir(cfg, run_dir)
+    assert checkpoint.exists() and (run_dir / RESULTS_FILE).exists()
 

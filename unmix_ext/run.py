@@ -59,7 +59,7 @@ from unmix_ext.config import Config, ConfigError, config_hash, config_to_dict, l
 from unmix_ext.data import DATASETS, LabelledDataset
 from unmix_ext.evaluate import knn_accuracy
 from unmix_ext.files import atomic_write_text
-from unmix_ext.guard import NanGuard, RunError
+from unmix_ext.guard import CheckpointError, NanGuard, RunError
 from unmix_ext.linear import CONFIG_FILE, linear_protocol
 from unmix_ext.pipeline import (
     eval_loader,
@@ -154,13 +154,24 @@ def _absolute_paths(cfg: Config) -> None:
 
 
 def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
-    """Saves the recipe and removes old results; returns the checkpoint to resume from, else clears old ones."""
+    """Saves the recipe and removes old results; returns the checkpoint to resume from, else clears old ones.
+
+    Raises:
+        CheckpointError: the checkpoint to resume is older than ``auto_resume.max_hours`` (nothing is removed).
+    """
+    resume = newest_checkpoint(run_dir) if cfg.auto_resume.enabled and cfg.checkpoint.enabled else None
+    hours = (time.time() - resume.stat().st_mtime) / SECONDS_PER_HOUR if resume is not None else 0.0
+    if hours > cfg.auto_resume.max_hours:
+        # solo-learn's AutoResumer would start a new run beside it; here that run would overwrite the old
+        # one's checkpoints, so the user decides
+        raise CheckpointError(
+            f"checkpoint: {resume} is {hours:.0f} hours old, more than auto_resume.max_hours "
+            f"({cfg.auto_resume.max_hours:g}); raise auto_resume.max_hours to resume it, or set "
+            "auto_resume.enabled=false to start over (which removes this run's checkpoints)"
+        )
     if rank_zero_only.rank == 0:
         (run_dir / RESULTS_FILE).unlink(missing_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    resume = newest_checkpoint(run_dir) if cfg.auto_resume.enabled and cfg.checkpoint.enabled else None
-    if resume is not None and time.time() - resume.stat().st_mtime > cfg.auto_resume.max_hours * SECONDS_PER_HOUR:
-        resume = None  # too old to resume, as solo-learn's AutoResumer judges it
     if resume is None and rank_zero_only.rank == 0:
         for stale in (run_dir / CHECKPOINT_DIR).glob("*.ckpt"):
             stale.unlink(missing_ok=True)
