@@ -51,6 +51,8 @@ TARGET_SIDES = ("both", "online")
 #: what a folder dataset does with an unreadable image file (see unmix_ext.data)
 ON_CORRUPT = ("error", "skip")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+#: the accelerator names that ask for a GPU
+GPU_ACCELERATORS = ("gpu", "cuda")
 # Lightning 2 strategy names a recipe may use; "dp" is gone from Lightning 2.
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
               "ddp_find_unused_parameters_false", "fsdp", "deepspeed", "single_device")

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from unmix_ext.builder import method_class
-from unmix_ext.config import Config
+from unmix_ext.config import GPU_ACCELERATORS, Config
 from unmix_ext.data import DATASETS, DataNotFoundError, build_dataset
 from unmix_ext.fake_data import write_fake_dataset
 from unmix_ext.solo_kwargs import solo_defaults
@@ -188,7 +188,7 @@ def shrink(cfg: Config, method_cls: type, cache_dir: Path) -> Smoke:
     smoke.set("sync_batchnorm", False)
     if not torch.cuda.is_available():
         smoke.set("precision", "32-true")
-        if cfg.accelerator in ("gpu", "cuda"):
+        if cfg.accelerator in GPU_ACCELERATORS:
             smoke.set("accelerator", "cpu")
     smoke.set("wandb.offline", True)
     smoke.set("eval.linear.max_epochs", min(cfg.eval.linear.max_epochs, LINEAR_EPOCHS))
