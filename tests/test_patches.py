@@ -852,3 +852,18 @@ def test_momentum_tau_resume_recomputes_tau_for_the_restart_step():
     assert method.last_step == 0
     assert method.momentum_updater.cur_tau == pytest.approx(
         1.0 - 0.01 * (math.cos(math.pi * 5 / 10) + 1) / 2)
+
+
+def test_a_swav_checkpoint_of_two_processes_fits_the_resume_check(build_method, tmp_path):
+    # two processes each keep half the queue: the checkpoint's queue is (2, 8, D) for queue_size 16
+    from unmix_ext.trainer import check_resumable
+
+    model = _small(build_method, "swav", queue_size=16)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["queue"] = torch.randn(2, 8, model.proj_output_dim)
+    path = tmp_path / "swav.ckpt"
+    torch.save({"state_dict": state, "epoch": 1, "global_step": 2}, path)
+
+    check_resumable(path, model, "swav")
+
+    assert model.queue.shape == (2, 8, model.proj_output_dim)

@@ -36,7 +36,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from unmix_ext.config import Config, ConfigError, resolved_method
+from unmix_ext.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
 from unmix_ext.files import atomic_write, read_checkpoint
 from unmix_ext.guard import CheckpointError, NanGuard
 
@@ -59,7 +59,7 @@ def device_plan(cfg: Config) -> DevicePlan:
     """The accelerator and strategy for ``cfg.accelerator`` and ``cfg.devices`` (``auto``: GPUs when there are
     any); raises ConfigError if the machine lacks them."""
     gpus = torch.cuda.device_count()
-    if cfg.accelerator in ("gpu", "cuda") and not gpus:
+    if cfg.accelerator in GPU_ACCELERATORS and not gpus:
         raise ConfigError(f"accelerator: {cfg.accelerator} requested, but this machine has no GPU; run with "
                           "scale=smoke or accelerator=cpu")
     if cfg.accelerator == "cpu":
@@ -170,6 +170,9 @@ def check_resumable(path: Path, model: pl.LightningModule, method: str) -> None:
     if written_by is not None and written_by != method:
         raise CheckpointError(f"checkpoint: {shown} was written by method {written_by}, this recipe trains {method}; "
                               f"{hint}")
+    # what Lightning does before it loads the weights: a method may shape buffers by the checkpoint
+    # (SwAV's queue, whose length is per process)
+    model.on_load_checkpoint(checkpoint)
     expected, found = model.state_dict(), checkpoint["state_dict"]
     missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     reshaped = sorted(key for key in expected.keys() & found.keys()
