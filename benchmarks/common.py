@@ -27,10 +27,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 import torch  # noqa: E402
 
-import unmix_ext  # noqa: F401  (patches solo-learn and registers the variants before solo is used)
+import unmix_ext.methods  # noqa: F401  (patches solo-learn and registers the variants before solo is used)
 from solo.methods import METHODS  # noqa: E402
 from unmix_ext.methods import UNMIX_SUFFIX  # noqa: E402
-from unmix_ext.solo_kwargs import method_kwargs  # noqa: E402
+from unmix_ext.runner.solo_kwargs import method_kwargs  # noqa: E402
 
 #: classes of the online linear classifier every solo method trains alongside
 NUM_CLASSES = 10

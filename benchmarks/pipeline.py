@@ -1,12 +1,12 @@
-"""Throughput of the whole pipeline: a smoke-sized ``unmix_ext.run`` with Un-Mix on vs off.
+"""Throughput of the whole pipeline: a smoke-sized ``unmix_ext.runner.run`` with Un-Mix on vs off.
 
 The same recipe runs twice a round, ``unmix.enabled=false`` then ``true``, through
-:func:`unmix_ext.run.run` (loading, augmentation, Lightning's loop, validation
+:func:`unmix_ext.runner.run.run` (loading, augmentation, Lightning's loop, validation
 between epochs: everything a user's run does, except the offline evaluation, which
 is switched off). The runner's ``pretrain_images_per_s`` counts training images over
 the training batches' wall time, loading included. Reported: images/s of each, and
 their ratio (Un-Mix / base; the step benchmark's ratio, inverted and diluted by
-what the loop does besides the step). The smoke shrink (:mod:`unmix_ext.smoke`)
+what the loop does besides the step). The smoke shrink (:mod:`unmix_ext.runner.smoke`)
 gives ResNet-18 the ImageNet stem, so convolutions weigh about 16x less than in the
 step benchmark's CIFAR stem, and the rest of the loop weighs more.
 
@@ -67,9 +67,9 @@ def measure(recipe: Path = DEFAULT_RECIPE, batch: int = DEFAULT_BATCH, epochs: i
     """Runs the recipe ``rounds`` times each way, interleaved; a failing runner is reported, not raised."""
     cost = PipelineCost(str(recipe))
     try:
-        from unmix_ext.builder import ssl_methods
-        from unmix_ext.config import load_config
-        from unmix_ext.run import run
+        from unmix_ext.runner.builder import ssl_methods
+        from unmix_ext.runner.config import load_config
+        from unmix_ext.runner.run import run
     except ImportError as err:
         cost.error = f"runner not available: {err}"
         return cost

@@ -83,7 +83,7 @@ def report(options: Options, host: Dict[str, str], steps: List[step_cost.PairCos
     else:
         for line in pipeline.lines(pipe):
             out.extend([line, ""])
-        out.append(f"A smoke-scale `unmix_ext.run` (batch {pipeline.DEFAULT_BATCH}, loading, augmentation, "
+        out.append(f"A smoke-scale `unmix_ext.runner.run` (batch {pipeline.DEFAULT_BATCH}, loading, augmentation, "
                    "Lightning's loop, validation), Un-Mix on vs off; the ratio is of images/s, so the step ratio "
                    "inverted and diluted by the rest of the loop. The smoke shrink gives ResNet-18 its ImageNet "
                    "stem (16x cheaper convolutions than the step table's CIFAR stem). images/s are the runner's, "

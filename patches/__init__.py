@@ -6,14 +6,14 @@ this package fixes one breakage and starts with a header: symptom, cause, fix.
 
 How a fix reaches solo-learn: every patch replaces upstream functions (or
 provides one missing import) with short functions of ours, in memory, when
-``unmix_ext`` is imported. Classes and modules are changed in place, so code that
-imported solo before ``unmix_ext`` runs the patched functions too (and without
-``unmix_ext``, ``import solo`` stops at the missing ``pl_bolts``). Nothing in
+``unmix_ext.methods`` is imported (every runner and tool module imports it first).
+Classes and modules are changed in place, so code that imported solo before ``unmix_ext.methods`` runs the patched functions too (and without
+it, ``import solo`` stops at the missing ``pl_bolts``). Nothing in
 site-packages is edited, so reinstalling solo-learn cannot leave stale or
 half-patched files behind. Before replacing a function, a patch checks that the
 upstream source is byte-for-byte the 1.0.2 source it was written against
 (sha256 of ``inspect.getsource``); if it is not, the patch reports ``failed`` and
-``import unmix_ext`` stops with a one-line error instead of training on code
+``import unmix_ext.methods`` stops with a one-line error instead of training on code
 nobody has read.
 
 ``python -m unmix_ext.patches`` prints each patch with its status:

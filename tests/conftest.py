@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import unmix_ext  # noqa: F401  (applies the solo-learn patches before any test imports solo)
+import unmix_ext.methods  # noqa: F401  (applies the solo-learn patches before any test imports solo)
 
 # Sizes that make every method build and train in seconds on a CPU: one batch per
 # epoch, so "two optimizer steps" is two epochs (DeepCluster v2 needs an epoch to
@@ -84,7 +84,7 @@ def build_method():
     """``build_method(name, **overrides)``: a tiny method from ``solo.methods.METHODS``."""
     from solo.methods import METHODS
 
-    from unmix_ext.solo_kwargs import method_kwargs
+    from unmix_ext.runner.solo_kwargs import method_kwargs
 
     def build(name: str, **overrides):
         cls = METHODS[name]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unmix_ext.backbones import CHECKPOINT_ENTRY, build_timm_encoder
-from unmix_ext.export import backbone_from_export, export
+from unmix_ext.tools.export import backbone_from_export, export
 
 # two timm families: a narrow ResNet-18 with solo's CIFAR stem, and a ConvNeXt
 TIMM_CASES = [

@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from unmix_ext.config import (
-    DATASET_DEFAULTS,
+from unmix_ext.runner.data import DATASETS
+from unmix_ext.runner.config import (
     Config,
     ConfigError,
     config_from_dict,
@@ -152,9 +152,8 @@ def test_full_recipe_loads_with_types(tmp_path):
 
 def test_defaults_filled(tmp_path):
     cfg = load_config(_write(tmp_path / "min.yaml", {"method": "byol", "data": {"dataset": "stl10"}}))
-    stl10 = DATASET_DEFAULTS["stl10"]
-    (group,) = cfg.augmentations
-    assert group.mean == list(stl10.mean) and group.std == list(stl10.std) and group.crop_size == 96
+    (group,) = cfg.augmentations  # solo-learn's STL-10 normalisation, at the native 96 px
+    assert group.mean == [0.4914, 0.4823, 0.4466] and group.std == [0.247, 0.243, 0.261] and group.crop_size == 96
     assert group.num_crops == 2 and group.rrc.crop_min_scale == 0.08 and group.horizontal_flip.prob == 0.5
     assert cfg.momentum.base_tau is None and cfg.auto_resume.enabled is True and cfg.sync_batchnorm is False
     assert cfg.unmix.enabled is False and cfg.unmix.alpha == 1.0 and cfg.unmix.prob == 0.5
@@ -167,12 +166,14 @@ def test_defaults_filled(tmp_path):
     assert resolved_method(cfg) == "byol"
 
 
-@pytest.mark.parametrize("dataset", sorted(DATASET_DEFAULTS))
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_every_dataset_has_valid_defaults(dataset):
     cfg = config_from_dict({"method": "simclr", "data": {"dataset": dataset}})
-    stats = DATASET_DEFAULTS[dataset]
-    assert len(stats.mean) == len(stats.std) == 3
-    assert cfg.augmentations[0].crop_size == stats.crop_size
+    mean, std = DATASETS[dataset].stats
+    (group,) = cfg.augmentations
+    assert group.mean == list(mean) and group.std == list(std) and len(mean) == len(std) == 3
+    assert all(0 < s < 1 for s in (*mean, *std))
+    assert group.crop_size == (DATASETS[dataset].image_size or 224)
 
 
 def test_solo_learns_custom_dataset_is_an_image_folder():

@@ -1,4 +1,4 @@
-"""Dataset readers (unmix_ext.data) on small files in each real format (unmix_ext.fake_data)."""
+"""Dataset readers (unmix_ext.runner.data) on small files in each real format (unmix_ext.runner.fake_data)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torchvision
 from PIL import Image
 
-from unmix_ext import data, fake_data
-from unmix_ext.data import (
+from unmix_ext.runner import data, fake_data
+from unmix_ext.runner.data import (
     DATASETS,
     CorruptImageError,
     DataError,
@@ -24,7 +24,7 @@ from unmix_ext.data import (
     balanced_subset,
     build_dataset,
 )
-from unmix_ext.fake_data import write_fake_dataset
+from unmix_ext.runner.fake_data import write_fake_dataset
 
 NUM_CLASSES = 4
 PER_CLASS = 6  # train; test/val get 3 per class, STL-10's unlabeled too

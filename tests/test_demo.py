@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmix_ext import demo
-from unmix_ext.builder import ssl_methods
-from unmix_ext.config import config_to_dict, resolved_method
-from unmix_ext.data import FASHION_MNIST_ROOT, DataError
-from unmix_ext.pipeline import load_split
-from unmix_ext.run import check_runtime
+from unmix_ext.tools import demo
+from unmix_ext.runner.builder import ssl_methods
+from unmix_ext.runner.config import config_to_dict, resolved_method
+from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
+from unmix_ext.runner.pipeline import load_split
+from unmix_ext.runner.run import check_runtime
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -65,14 +65,14 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
         check_runtime(cfg)
         assert cfg.data.dataset == "fashion_mnist" and cfg.data.train_path is None  # the Debian package's root
         assert cfg.backbone.kwargs == {"cifar": False}
-        assert Path(cfg.checkpoint.dir).is_absolute()  # runs land in the repository whatever the working directory
+        assert cfg.checkpoint.dir == "runs/demo"  # from the working directory, as every relative path
     assert (resolved_method(base), resolved_method(unmix)) == ("simclr", "simclr_unmix")
     same = {**config_to_dict(unmix), "name": base.name, "unmix": dataclasses.asdict(base.unmix)}
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
 
 
 def test_demo_recipes_keep_the_online_knn_and_leave_offline_scores_to_the_demo(recipes):
-    from unmix_ext.builder import solo_method_kwargs
+    from unmix_ext.runner.builder import solo_method_kwargs
 
     for cfg in recipes:
         assert solo_method_kwargs(cfg, num_classes=10)["knn_eval"]  # the curves need it
@@ -145,7 +145,9 @@ def test_main_reports_missing_data_as_one_error_line(tmp_path, monkeypatch, caps
         raise DataError("data: Fashion-MNIST is missing")
 
     monkeypatch.setattr(demo, "ensure_fashion_mnist", missing)
-    assert demo.main(["--out", str(tmp_path)]) == 2
+    from unmix_ext.demo import main
+
+    assert main(["--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: data: Fashion-MNIST is missing\n"
 
 
@@ -252,7 +254,7 @@ def test_demo_runs_both_recipes_and_writes_table_and_figure(tmp_path, monkeypatc
 
 
 def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
-    from unmix_ext.fake_data import write_fake_dataset
+    from unmix_ext.runner.fake_data import write_fake_dataset
 
     root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)  # 60 train, 30 test images
     cfg = demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "data.fraction=0.5",

@@ -1,4 +1,4 @@
-"""unmix_ext.export: torchvision / timm / detectron2 exports of a checkpoint's backbone, and its one-line errors."""
+"""unmix_ext.tools.export: torchvision / timm / detectron2 exports of a checkpoint's backbone, and its one-line errors."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-import unmix_ext  # noqa: F401  (patches solo-learn before it is imported)
-from unmix_ext.export import EXPORT_ADVICE, backbone_from_export, export, main
+import unmix_ext.methods  # noqa: F401  (patches solo-learn before it is imported)
+from unmix_ext.export import main
+from unmix_ext.tools.export import EXPORT_ADVICE, backbone_from_export, export
 
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var")
 
@@ -45,7 +46,7 @@ def byol_ckpt(tmp_path_factory):
     from solo.methods import METHODS
     from torch.utils.data import DataLoader
 
-    from unmix_ext.solo_kwargs import method_kwargs
+    from unmix_ext.runner.solo_kwargs import method_kwargs
 
     cls = METHODS["byol"]
     torch.manual_seed(0)

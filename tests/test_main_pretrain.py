@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from unmix_ext.builder import ssl_methods
-from unmix_ext.config import config_from_dict, load_config
+from unmix_ext.runner.builder import ssl_methods
+from unmix_ext.runner.config import config_from_dict, load_config
 from unmix_ext.main_pretrain import main as main_pretrain
-from unmix_ext.main_pretrain import to_recipe
-from unmix_ext.run import RESULTS_FILE
+from unmix_ext.tools.main_pretrain import to_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -38,7 +37,7 @@ def test_solo_bash_script_trains_at_smoke_scale_with_unmix(tmp_path, capsys):
 
     assert status == 0, capsys.readouterr().err[-2000:]
     run_dir = next(tmp_path.glob("byol-cifar10-*"))
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["method"] == "byol_unmix" and results["global_step"] > 0
     changes = results["smoke_changes"]
     assert changes["devices"] == {"from": [0, 1], "to": 1} and changes["strategy"] == {"from": "ddp", "to": "auto"}

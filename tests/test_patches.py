@@ -764,7 +764,7 @@ def _copy_installed_solo(destination) -> None:
 def test_a_fresh_solo_install_is_patched_on_import(tmp_path):
     _copy_installed_solo(tmp_path / "fresh")
     code = textwrap.dedent(f"""
-        import unmix_ext, solo, solo.methods
+        import unmix_ext.methods, solo, solo.methods
         from unmix_ext.patches import patch_statuses
         assert solo.__file__.startswith({str(tmp_path / "fresh")!r}), solo.__file__
         statuses = {{name: status.value for name, status in patch_statuses().items()}}
@@ -793,7 +793,7 @@ def test_importing_solo_first_still_runs_patched_code(tmp_path):
         from solo.methods.base import BaseMethod, BaseMomentumMethod
         from solo.utils.lars import LARSWrapper
 
-        import unmix_ext
+        import unmix_ext.methods  # noqa: F401
         from unmix_ext.patches import deepclusterv2_empty_targets, lars_closure, patch_statuses
 
         statuses = {name: status.value for name, status in patch_statuses().items()}
@@ -856,7 +856,7 @@ def test_momentum_tau_resume_recomputes_tau_for_the_restart_step():
 
 def test_a_swav_checkpoint_of_two_processes_fits_the_resume_check(build_method, tmp_path):
     # two processes each keep half the queue: the checkpoint's queue is (2, 8, D) for queue_size 16
-    from unmix_ext.trainer import check_resumable
+    from unmix_ext.runner.trainer import check_resumable
 
     model = _small(build_method, "swav", queue_size=16)
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -28,13 +28,14 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from unmix_ext import data as data_module
-from unmix_ext.builder import ssl_methods
-from unmix_ext.config import load_config
-from unmix_ext.fake_data import write_fake_dataset
-from unmix_ext.guard import LossNotFiniteError, NanGuard
-from unmix_ext.run import RESULTS_FILE, main, run, run_dir_of
-from unmix_ext.trainer import CHECKPOINT_DIR, newest_checkpoint
+from unmix_ext.runner import data as data_module
+from unmix_ext.runner.builder import ssl_methods
+from unmix_ext.runner.config import load_config
+from unmix_ext.runner.fake_data import write_fake_dataset
+from unmix_ext.runner.guard import LossNotFiniteError, NanGuard
+from unmix_ext.run import main
+from unmix_ext.runner.run import run
+from unmix_ext.runner.rundir import RunDir
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -88,7 +89,7 @@ def load(recipe: Path, *overrides: str):
 
 
 def checkpoint_files(run_dir: Path) -> list[str]:
-    return sorted(path.name for path in (run_dir / CHECKPOINT_DIR).iterdir())
+    return sorted(path.name for path in (run_dir / "checkpoints").iterdir())
 
 
 def one_error_line(capsys) -> str:
@@ -99,7 +100,7 @@ def one_error_line(capsys) -> str:
 
 
 def assert_no_results(folder: Path) -> None:
-    assert not list(folder.rglob(RESULTS_FILE)) and not list(folder.rglob(".*.partial-*"))
+    assert not list(folder.rglob("results.json")) and not list(folder.rglob(".*.partial-*"))
 
 
 # ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def _logged_steps(run_dir: Path, version: int) -> dict[int, torch.Tensor]:
 
 
 def _final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def assert_same(ours, theirs, where: str = "checkpoint") -> None:
@@ -156,7 +157,7 @@ def test_run_killed_while_checkpointing_resumes_exactly(tmp_path, cifar, method,
                  f"data.num_workers={workers}"]
     reference = run(load(recipe, *overrides, f"checkpoint.dir={tmp_path / 'reference'}"))
     cfg = load(recipe, *overrides, f"checkpoint.dir={tmp_path / 'killed'}")
-    run_dir = run_dir_of(cfg).resolve()
+    run_dir = RunDir.of(cfg).path
 
     child = multiprocessing.get_context("fork").Process(target=_die_while_saving, args=(cfg, 3))
     child.start()
@@ -167,9 +168,9 @@ def test_run_killed_while_checkpointing_resumes_exactly(tmp_path, cifar, method,
     assert child.exitcode == -signal.SIGKILL
     files = checkpoint_files(run_dir)
     assert [name for name in files if name.startswith(".")] == [f".epoch=2-step=3.ckpt.partial-{child.pid}"]
-    good = newest_checkpoint(run_dir)
+    good = RunDir(run_dir).newest_checkpoint()
     assert torch.load(good, map_location="cpu", weights_only=True)["global_step"] == 2
-    assert not (run_dir / RESULTS_FILE).exists()
+    assert not (run_dir / "results.json").exists()
 
     resumed = run(cfg)
 
@@ -257,8 +258,8 @@ def test_nan_loss_stops_the_run_naming_step_parts_and_kept_checkpoint(tmp_path, 
     assert main([str(recipe)]) == 2
 
     line = one_error_line(capsys)
-    run_dir = run_dir_of(load(recipe)).resolve()
-    kept = run_dir / CHECKPOINT_DIR / "epoch=1-step=2.ckpt"
+    run_dir = RunDir.of(load(recipe)).path
+    kept = run_dir / "checkpoints" / "epoch=1-step=2.ckpt"
     assert line.startswith("error: loss: not finite at global step 2 (epoch 2): loss nan (base ")
     assert ", mix nan); training stopped, the last good checkpoint " f"{kept} is kept" in line
     assert "nan_guard.max_skipped_steps=N" in line
@@ -282,7 +283,7 @@ def test_nan_guard_option_skips_and_records_the_step(tmp_path, cifar, monkeypatc
     assert results["skipped_steps"] == [1] and results["global_step"] == 3
     weights = torch.load(results["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
-    assert json.loads((Path(results["run_dir"]) / RESULTS_FILE).read_text())["skipped_steps"] == [1]
+    assert json.loads((Path(results["run_dir"]) / "results.json").read_text())["skipped_steps"] == [1]
 
 
 # ---------------------------------------------------------------------------
@@ -297,8 +298,9 @@ from pathlib import Path
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-import unmix_ext.run as runner
+import unmix_ext.runner.run as runner
 from unmix_ext import mixing
+from unmix_ext.run import main
 
 out, recipes = Path(sys.argv[1]), sys.argv[2:]
 draws, models = [], []
@@ -320,7 +322,7 @@ mixing.UnMix.__call__, runner.build_method = recorded, built
 for recipe in recipes:
     draws.clear()
     models.clear()
-    status = runner.main([recipe])
+    status = main([recipe])
     torch.save({"status": status, "draws": list(draws), "state": models[0].state_dict()},
                out / f"{Path(recipe).stem}-rank{rank_zero_only.rank}.pt")
 '''
@@ -356,14 +358,14 @@ def test_two_processes_mix_their_own_batches_and_rank_zero_records(tmp_path):
         torch.testing.assert_close(ranks[0]["state"], ranks[1]["state"])
         if method == "mocov2_unmix":  # 2 steps x 2 processes x 4 keys entered the queue
             assert int(ranks[0]["state"]["queue_ptr"]) == 16
-        run_dir = run_dir_of(load(recipe)).resolve()
-        results = json.loads((run_dir / RESULTS_FILE).read_text())
+        run_dir = RunDir.of(load(recipe)).path
+        results = json.loads((run_dir / "results.json").read_text())
         assert (results["world_size"], results["global_step"], results["method"]) == (2, 2, method)
         assert checkpoint_files(run_dir) == ["epoch=0-step=2.ckpt", "last.ckpt"]
         # every process's random generators, gathered into the checkpoint, are data too
-        saved = torch.load(run_dir / CHECKPOINT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
+        saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert len(saved["callbacks"]["ResumeState"]["random"]) == 2
-    assert len(list((tmp_path / "runs").rglob(RESULTS_FILE))) == 2  # one per run, from rank 0
+    assert len(list((tmp_path / "runs").rglob("results.json"))) == 2  # one per run, from rank 0
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +441,7 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, hostile_che
         expected = "error: augmentations.0.crop_size: 64 px is larger than the 32x32 images of cifar10"
         needle = "use a crop_size <= 32"
     else:  # the newest checkpoint of the run directory, which a rerun resumes from
-        newest = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR / "epoch=0-step=1.ckpt"
+        newest = RunDir.of(load(recipe)).path / "checkpoints" / "epoch=0-step=1.ckpt"
         newest.parent.mkdir(parents=True)
         if case == "bad_checkpoint":
             newest.write_bytes(b"PK\x03\x04 cut short by a crash")
@@ -491,7 +493,7 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, cifar, capsys):
     recipe = write_recipe(tmp_path, cifar)
     other = run(load(recipe, "method=mocov2_unmix", "method_kwargs.queue_size=32", "max_epochs=1"))
     foreign = torch.load(other["checkpoint"], map_location="cpu", weights_only=True)
-    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    checkpoints = RunDir.of(load(recipe)).path / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(foreign, checkpoints / "epoch=0-step=1.ckpt")
 
@@ -505,7 +507,7 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, cifar, capsys):
     assert main([str(recipe)]) == 2
     line = one_error_line(capsys)
     assert " does not fit simclr_unmix: " in line and "written for another method, backbone or head" in line
-    assert not (checkpoints.parent / RESULTS_FILE).exists()
+    assert not (checkpoints.parent / "results.json").exists()
 
 
 def test_lightning_reads_the_resumed_checkpoint_as_data_whatever_the_environment(tmp_path, cifar, monkeypatch,
@@ -513,10 +515,10 @@ def test_lightning_reads_the_resumed_checkpoint_as_data_whatever_the_environment
     # check_resumable refuses a hostile file before Lightning opens it; here Lightning's own read is on its own,
     # where torch's default (weights_only unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says otherwise) would unpickle it
     recipe = write_recipe(tmp_path, cifar)
-    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    checkpoints = RunDir.of(load(recipe)).path / "checkpoints"
     checkpoints.mkdir(parents=True)
     hostile_checkpoint.write(checkpoints / "epoch=0-step=1.ckpt")
-    monkeypatch.setattr("unmix_ext.run.check_resumable", lambda *args: None)
+    monkeypatch.setattr("unmix_ext.runner.run.check_resumable", lambda *args: None)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
     with pytest.raises(pickle.UnpicklingError, match="io.open"):
@@ -538,7 +540,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar
 
     assert main([str(recipe)]) == 2
 
-    checkpoints = run_dir_of(load(recipe)).resolve() / CHECKPOINT_DIR
+    checkpoints = RunDir.of(load(recipe)).path / "checkpoints"
     line = one_error_line(capsys)
     assert line == (
         f"error: checkpoint.dir: writing {checkpoints / 'epoch=1-step=2.ckpt'} failed (No space left on device); "

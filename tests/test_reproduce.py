@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from unmix_ext import reproduce
-from unmix_ext.builder import ssl_methods
-from unmix_ext.config import ConfigError, load_config, resolved_method
-from unmix_ext.reproduce import (
+from unmix_ext.runner.rundir import RunDir
+from unmix_ext.tools import reproduce
+from unmix_ext.runner.builder import solo_method_kwargs, ssl_methods
+from unmix_ext.runner.config import ConfigError, load_config, resolved_method
+from unmix_ext.tools.reproduce import (
     MISSING,
     NOT_RETRIEVABLE,
     RECIPES,
@@ -25,7 +26,6 @@ from unmix_ext.reproduce import (
     render_markdown,
     row_config,
     run_rows,
-    split_total_batch,
     table_spec,
     write_outputs,
 )
@@ -117,7 +117,8 @@ def test_small_table_has_no_paper_numbers(tables):
 
 
 def test_unknown_table_is_a_one_line_error():
-    with pytest.raises(ValueError, match="table must be one of table1, moco-cifar, swav-cifar, small"):
+    with pytest.raises(ConfigError, match=r"^table: 'table2' is not one of the paper's tables "
+                                          r"\(table1, moco-cifar, swav-cifar, small\)$"):
         table_spec("table2")
 
 
@@ -160,42 +161,41 @@ def test_missing_result_shows_missing(tables):
     assert third.endswith(f"| 90.00 | {90.0 - table.rows[2].rerun:+.2f} |")
 
 
-def test_total_batch_is_split_over_processes(known):
-    cfg = load_config(RECIPES / "table1/mocov2-200ep.yaml", known_methods=known)
-    split_total_batch(cfg, 8)
-    assert cfg.optimizer.batch_size == 32 and cfg.eval.linear.batch_size == 32
-    with pytest.raises(ConfigError, match=r"^optimizer.batch_size: .*total batch 32 .* 3 processes"):
-        split_total_batch(cfg, 3)
-
-
-def test_row_config_anchors_paths_and_refuses_flag_overrides(tables):
+def test_rows_read_batch_size_per_device_and_paths_as_run_does(tables, known):
     row = tables["table1"].rows[0]
-    cfg = row_config(row, "smoke", devices=2, num_nodes=1)
-    assert cfg.scale == "smoke" and cfg.devices == 2 and cfg.optimizer.batch_size == 128
-    assert cfg.data.train_path == str(reproduce.REPO / "data/imagenet")
-    with pytest.raises(ConfigError, match="^scale: set by the command; use --scale"):
-        row_config(row, "full", 1, 1, ["scale=smoke"])
-    swav = tables["swav-cifar"].rows[0]  # total batch 128: one image per process is no batch
-    with pytest.raises(ConfigError, match="^optimizer.batch_size: must be >= 2, got 1"):
-        row_config(swav, "full", devices=64, num_nodes=2, overrides=["eval.linear.batch_size=128"])
+    plain = load_config(RECIPES / row.recipe, known_methods=known)
+    cfg = row_config(row, ["scale=smoke", "devices=2"])
+    assert cfg.scale == "smoke" and cfg.devices == 2
+    # per device, as solo-learn and python -m unmix_ext.run read it: 2 devices train twice the batch
+    assert cfg.optimizer.batch_size == plain.optimizer.batch_size == 256
+    assert solo_method_kwargs(cfg, 1000, world_size=2)["lr"] == pytest.approx(cfg.optimizer.lr * 2 * 256 / 256)
+    assert cfg.data.train_path == "data/imagenet"  # as written: the run reads it from the working directory
+    with pytest.raises(ConfigError, match=r"^recipes/table1/mocov2-200ep.yaml: optimizer.batch_size: must be >= 2"):
+        row_config(row, ["optimizer.batch_size=1"])
 
 
 def test_render_only_reads_saved_results_and_leaves_the_rest_missing(tables, tmp_path):
     table = tables["table1"]
-    configs = [row_config(r, "smoke", 1, 1, [f"checkpoint.dir={tmp_path}"]) for r in table.rows]
-    saved = reproduce.run_dir_of(configs[1]) / reproduce.RESULTS_FILE
+    configs = [row_config(r, ["scale=smoke", f"checkpoint.dir={tmp_path}"]) for r in table.rows]
+    saved = RunDir.of(configs[1]).path / "results.json"
     saved.parent.mkdir(parents=True)
     saved.write_text(json.dumps(_fake_results(42.0)))
     results = run_rows(table, configs, mode="render")
     assert [reproduce.metric_of(r, "linear_top1") for r in results] == [None, 42.0, None, None]
 
 
-def test_cli_rejects_bad_flags_in_one_line(capsys):
-    assert reproduce.main(["table1", "--render-only", "devices=4"]) == 2
+def test_cli_spells_recipe_settings_as_every_command_does(capsys):
+    from unmix_ext.reproduce import COMMAND, main
+
+    keywords = COMMAND.keywords(["table1", "--scale", "smoke", "data.num_workers=0", "--devices", "2"])
+    assert keywords == {"table": "table1", "overrides": ["data.num_workers=0", "scale=smoke", "devices=2"],
+                        "mode": "run", "out": Path("results")}
+    assert COMMAND.keywords(["small", "--render-only"])["mode"] == "render"
+    assert main(["table2", "--render-only"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "devices: set by the command; use --devices" in err
+    assert err.count("\n") == 0 and err.startswith("error: table: 'table2' is not one of the paper's tables")
     with pytest.raises(SystemExit):
-        reproduce.main(["table1", "--devices", "0"])
+        main(["table1", "--devices", "0"])
 
 
 def test_paper_numbers_are_packaged_with_their_sources():

@@ -14,13 +14,15 @@ import pytest
 import torch
 import yaml
 
-from unmix_ext.builder import solo_method_kwargs, ssl_methods
-from unmix_ext.config import ConfigError, config_hash, load_config
-from unmix_ext.fake_data import write_fake_dataset
-from unmix_ext.files import atomic_write
-from unmix_ext.run import RESULTS_FILE, main, run, run_dir_of
-from unmix_ext.smoke import effective
-from unmix_ext.trainer import AtomicCheckpointIO, newest_checkpoint
+from unmix_ext.runner.builder import solo_method_kwargs, ssl_methods
+from unmix_ext.runner.config import ConfigError, config_hash, load_config
+from unmix_ext.runner.fake_data import write_fake_dataset
+from unmix_ext.runner.files import atomic_write
+from unmix_ext.run import main
+from unmix_ext.runner.run import run
+from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.smoke import effective
+from unmix_ext.runner.trainer import AtomicCheckpointIO
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -82,8 +84,8 @@ def test_run_trains_evaluates_and_records(smoke_run):
     recipe, cfg, results = smoke_run
     run_dir = Path(results["run_dir"])
 
-    assert run_dir == run_dir_of(cfg).resolve() and run_dir.name.endswith(config_hash(cfg))
-    assert json.loads((run_dir / RESULTS_FILE).read_text()) == json.loads(json.dumps(results))
+    assert run_dir == RunDir.of(cfg).path and run_dir.name.endswith(config_hash(cfg))
+    assert json.loads((run_dir / "results.json").read_text()) == json.loads(json.dumps(results))
     assert results["recipe"] == str(recipe) and results["recipe_hash"] == config_hash(cfg)
     assert (results["seed"], results["scale"], results["smoke"]) == (5, "smoke", True)
     metrics = results["metrics"]
@@ -239,7 +241,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     recipe = write_recipe(tmp_path, {**SOLO_STYLE, "data": {"dataset": "cifar10", "train_path": "cifar"}})
     command = [sys.executable, "-m", "unmix_ext.run", str(recipe), *TINY[1:], *NO_EVAL,
                "max_epochs=4", "precision=32"]
-    checkpoints = run_dir_of(load_config(recipe, command[4:])).resolve() / "checkpoints"
+    checkpoints = RunDir.of(load_config(recipe, command[4:])).path / "checkpoints"
 
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=_subprocess_env())
@@ -252,13 +254,13 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         first.wait()
     assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
     newest, step = _newest_checkpoint_step(checkpoints)
-    assert step > 0 and not (checkpoints.parent / RESULTS_FILE).exists()
+    assert step > 0 and not (checkpoints.parent / "results.json").exists()
 
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=_subprocess_env())
 
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"global step {step}\n" in second.stdout
-    results = json.loads((checkpoints.parent / RESULTS_FILE).read_text())
+    results = json.loads((checkpoints.parent / "results.json").read_text())
     assert results["start_global_step"] == step and results["resumed_from"] == str(newest)
     assert (results["epochs"], results["global_step"]) == (4, 4 * 2)
 
@@ -314,7 +316,7 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, edits, override
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith(f"error: {key}:") and err.count("\n") == 1, err
-    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob(RESULTS_FILE))
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("results.json"))
 
 
 def test_missing_path_error_names_the_path(tmp_path, capsys):
@@ -338,7 +340,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
     # a partial file left by a killed writer is never taken for a checkpoint
     (target.parent / ".epoch=3-step=9.ckpt.partial-123").write_bytes(b"half")
-    assert newest_checkpoint(tmp_path) == target
+    assert RunDir(tmp_path).newest_checkpoint() == target
     atomic_write(tmp_path / "x.json", lambda file: file.write(b"{}"))
     assert (tmp_path / "x.json").read_bytes() == b"{}"
 

@@ -16,13 +16,15 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies import DDPStrategy
 from torchvision import transforms
 
-from unmix_ext.builder import build_method, ssl_methods
-from unmix_ext.config import config_to_dict, load_config
-from unmix_ext.fake_data import write_fake_dataset
-from unmix_ext.guard import CheckpointError, NanGuard
-from unmix_ext.pipeline import load_split, pretrain_loader, pretrain_transform
-from unmix_ext.run import RESULTS_FILE, _prepare_run_dir, main, run_dir_of
-from unmix_ext.trainer import CHECKPOINT_DIR, device_plan, pretrain_trainer
+from unmix_ext.runner.builder import build_method, ssl_methods
+from unmix_ext.runner.config import config_to_dict, load_config
+from unmix_ext.runner.fake_data import write_fake_dataset
+from unmix_ext.runner.guard import CheckpointError, NanGuard
+from unmix_ext.runner.pipeline import load_split, pretrain_loader, pretrain_transform
+from unmix_ext.run import main
+from unmix_ext.runner.run import _prepare_run_dir
+from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.trainer import device_plan, pretrain_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -53,7 +55,7 @@ def test_gpu_written_solo_yaml_trains_at_smoke_scale_with_unmix(tmp_path, capsys
     out, err = capsys.readouterr()
     assert status == 0, err[-2000:]
     run_dir = next(tmp_path.glob("byol-cifar10-*"))
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["method"] == "byol_unmix" and results["global_step"] > 0
     changes = results["smoke_changes"]
     # what a CPU cannot run is changed, and each change is listed
@@ -92,8 +94,8 @@ def test_every_setting_of_a_solo_yaml_reaches_what_is_built(tmp_path):
         pytest.skip("needs 2 CPU cores for devices=2")
     plan = device_plan(cfg)
     model = build_method(cfg, num_classes=10, world_size=plan.world_size)
-    run_dir = run_dir_of(cfg)
-    trainer, _ = pretrain_trainer(cfg, plan, run_dir, batches=8)
+    run_dir = RunDir.of(cfg).path
+    trainer, _ = pretrain_trainer(cfg, plan, RunDir(run_dir), batches=8)
     pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg))
     loader = pretrain_loader(pretrain, cfg, plan.world_size)
     (checkpoints,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
@@ -143,7 +145,7 @@ def test_every_setting_of_a_solo_yaml_reaches_what_is_built(tmp_path):
         "scheduler.min_lr": (model.min_lr, pytest.approx(0.001 * 3)),
         "scheduler.lr_decay_steps": (model.lr_decay_steps, None),
         "checkpoint.enabled": (checkpoints is not None, True),
-        "checkpoint.dir": (Path(checkpoints.dirpath), run_dir / CHECKPOINT_DIR),
+        "checkpoint.dir": (Path(checkpoints.dirpath), run_dir / "checkpoints"),
         "checkpoint.frequency": (checkpoints._every_n_epochs, 2),
         "checkpoint.keep_prev": (checkpoints.save_top_k, -1),
         "nan_guard.max_skipped_steps": (guard.max_skipped_steps, 2),
@@ -214,16 +216,16 @@ def test_every_setting_of_a_solo_yaml_reaches_what_is_built(tmp_path):
 
 def test_auto_resume_max_hours_is_solo_learns_age_limit(tmp_path):
     cfg = load_config(SOLO_YAML, [f"checkpoint.dir={tmp_path}", "auto_resume.max_hours=1"])
-    run_dir = run_dir_of(cfg)
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
-    checkpoint = run_dir / CHECKPOINT_DIR / "epoch=0-step=1.ckpt"
+    run_dir = RunDir.of(cfg).path
+    (run_dir / "checkpoints").mkdir(parents=True)
+    checkpoint = run_dir / "checkpoints" / "epoch=0-step=1.ckpt"
     checkpoint.write_bytes(b"x")
-    assert _prepare_run_dir(cfg, run_dir) == checkpoint
-    (run_dir / RESULTS_FILE).write_text("{}")  # a finished run's results
+    assert _prepare_run_dir(cfg, RunDir(run_dir)) == checkpoint
+    (run_dir / "results.json").write_text("{}")  # a finished run's results
     two_hours_ago = time.time() - 7200
     os.utime(checkpoint, (two_hours_ago, two_hours_ago))
     # older than the limit: one line, and the old run's checkpoints are left alone
     with pytest.raises(CheckpointError, match=r"is 2 hours old, more than auto_resume.max_hours \(1\); raise"):
-        _prepare_run_dir(cfg, run_dir)
-    assert checkpoint.exists() and (run_dir / RESULTS_FILE).exists()
+        _prepare_run_dir(cfg, RunDir(run_dir))
+    assert checkpoint.exists() and (run_dir / "results.json").exists()
 

@@ -1,21 +1,16 @@
 """unmix-ext: Un-Mix (Shen et al., AAAI 2022) for every solo-learn method.
 
-Importing this package adapts solo-learn 1.0.2 to the current stack (see
-``unmix_ext.patches``, the top-level ``patches/`` folder) and registers the
-Un-Mix variants in solo-learn's own registry ``solo.methods.METHODS``.
+The package, by layer (each imports only the layers above it in this list):
+
+- the core: :mod:`unmix_ext.mixing` (a batch mixed with its reversed self),
+  :mod:`unmix_ext.losses`, :mod:`unmix_ext.knn`, :mod:`unmix_ext.backbones` (timm encoders);
+- :mod:`unmix_ext.methods`: the Un-Mix variants. ``import unmix_ext.methods`` adapts
+  solo-learn 1.0.2 to the current stack (:mod:`unmix_ext.patches`, the repository's
+  ``patches/``) and registers the variants in solo-learn's registry ``solo.methods.METHODS``;
+- :mod:`unmix_ext.runner`: recipes, data, Lightning trainer, evaluation, run directories;
+- :mod:`unmix_ext.tools`: the demo, the paper's tables, exports;
+- the commands, ``python -m unmix_ext.<command>`` (:mod:`unmix_ext.cli`).
+
+Importing ``unmix_ext`` itself imports nothing else, so a command's ``--help`` answers at once.
 """
-import sys as _sys
-
-from unmix_ext.patches import PatchError as _PatchError
-from unmix_ext.patches import ensure_applied as _ensure_patches_applied
-
-try:
-    _ensure_patches_applied()
-except _PatchError:
-    # `python -m unmix_ext.patches` is the report of what failed: let it print the table
-    if _sys.orig_argv[1:3] != ["-m", "unmix_ext.patches"]:
-        raise
-
 __version__ = "0.1.0"
-
-from unmix_ext import methods  # noqa: E402,F401  (registers the Un-Mix variants in solo's METHODS)

@@ -1,10 +1,16 @@
 """Un-Mix variants of solo-learn's methods, registered in ``solo.methods.METHODS``.
 
-Importing this package registers ``mocov2`` (MoCo v2 as published) and, for each of
+Importing this package first adapts solo-learn 1.0.2 to the current stack
+(:mod:`unmix_ext.patches`; a patch whose upstream code changed stops the import
+with one line), then registers ``mocov2`` (MoCo v2 as published) and, for each of
 solo-learn 1.0.2's 14 self-supervised methods and ``mocov2``, a ``<name>_unmix``
 variant. One file per family of label assignment (UNMIX_SPEC.md section 2).
 """
-from unmix_ext.methods import codes, contrastive, general, moco, mocov2, predictor_target  # noqa: F401
-from unmix_ext.methods.base import UNMIX_SUFFIX, UnMixVariant
+from unmix_ext.patches import ensure_applied
+
+ensure_applied()
+
+from unmix_ext.methods import codes, contrastive, general, moco, mocov2, predictor_target  # noqa: E402,F401
+from unmix_ext.methods.base import UNMIX_SUFFIX, UnMixVariant  # noqa: E402
 
 __all__ = ["UNMIX_SUFFIX", "UnMixVariant"]

@@ -29,6 +29,7 @@ queue or a support set: those are all fed by the base step from the clean views.
 from __future__ import annotations
 
 import argparse
+import inspect
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Sequence
 
@@ -161,18 +162,25 @@ def record_outputs(module: torch.nn.Module, names: Sequence[str]) -> Iterator[Di
             object.__delattr__(module, name)
 
 
+#: every Un-Mix setting of a variant and its default (the paper's), read off the constructor: the one copy
+UNMIX_DEFAULTS: Dict[str, Any] = {
+    name: parameter.default for name, parameter in inspect.signature(UnMixVariant.__init__).parameters.items()
+    if name.startswith("unmix_")
+}
+
+
 def add_unmix_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the Un-Mix options to a solo-learn argparse parser (``--unmix_alpha`` ...)."""
+    """Adds the Un-Mix options to a solo-learn argparse parser (``--unmix_alpha`` ...), defaults from UNMIX_DEFAULTS."""
     group = parser.add_argument_group("unmix")
-    group.add_argument("--unmix_alpha", type=float, default=1.0)
-    group.add_argument("--unmix_prob", type=float, default=0.5)
+    group.add_argument("--unmix_alpha", type=float)
+    group.add_argument("--unmix_prob", type=float)
     group.add_argument("--unmix_per_sample", action="store_true")
-    group.add_argument("--unmix_lam", type=float, default=None)
-    group.add_argument("--unmix_view", type=int, choices=(0, 1), default=0)
-    group.add_argument("--unmix_symmetric", type=lambda s: s.lower() in ("1", "true", "yes"),
-                       default=None)
-    group.add_argument("--unmix_target_side", choices=TARGET_SIDES, default="both")
-    group.add_argument("--unmix_seed", type=int, default=0)
+    group.add_argument("--unmix_lam", type=float)
+    group.add_argument("--unmix_view", type=int, choices=(0, 1))
+    group.add_argument("--unmix_symmetric", type=lambda s: s.lower() in ("1", "true", "yes"))
+    group.add_argument("--unmix_target_side", choices=TARGET_SIDES)
+    group.add_argument("--unmix_seed", type=int)
+    group.set_defaults(**UNMIX_DEFAULTS)
     return parser
 
 

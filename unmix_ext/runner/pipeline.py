@@ -1,6 +1,6 @@
 """The input pipeline of a recipe: augmentations, datasets and their loaders.
 
-Three views of the data, all read by :func:`unmix_ext.data.build_dataset`:
+Three views of the data, all read by :func:`unmix_ext.runner.data.build_dataset`:
 
 - pretraining: the ``pretrain`` split through solo-learn's own N-crop
   augmentation (one pipeline per ``augmentations`` group), served as
@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from unmix_ext.config import Augmentation, Config, ConfigError
-from unmix_ext.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
+from unmix_ext.runner.config import Augmentation, Config, ConfigError
+from unmix_ext.runner.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
 
 #: a centre crop keeps this share of the resized side (ImageNet's 224 of 256)
 CENTER_CROP_SHARE = 0.875

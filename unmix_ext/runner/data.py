@@ -87,12 +87,15 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
+from unmix_ext.cli import CommandError
+
 SPLITS = ("train", "val", "pretrain")
 #: the file extensions torchvision's ImageFolder reads (matched ignoring case)
 IMAGE_EXTENSIONS = IMG_EXTENSIONS
 #: the only decoders PIL may pick for those files: left to guess from the content, it also reads PostScript
 #: (EPS), whose loader runs Ghostscript on what the file says, so a "photo" could be a program
 IMAGE_FORMATS = tuple(sorted({Image.registered_extensions()[extension] for extension in IMAGE_EXTENSIONS}))
+#: what a folder dataset does with an unreadable image file
 ON_CORRUPT = ("error", "skip")
 VERIFY_MODES = ("auto", "upfront", "lazy")
 #: folder datasets up to this many images are decoded in full when built
@@ -106,15 +109,12 @@ FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-class DataError(ValueError):
+class DataError(CommandError):
     """A dataset argument, directory or file is wrong.
 
     The message is always one line: it names the argument or config key, the
     path, and what was expected there.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).splitlines()))
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -305,6 +305,12 @@ class FileDataset(LabelledDataset):
 # registry
 
 
+#: ImageNet's per-channel mean and std (on [0, 1] pixels), the stats of every dataset that has no others
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: the crop side of a dataset whose images vary in size (ImageNet's), in pixels
+VARYING_SIZE_CROP = 224
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """What a dataset is and where its files are.
@@ -318,6 +324,8 @@ class DatasetSpec:
         options: dataset-specific keyword options that ``load`` accepts.
         download: ``download(root)`` fetching the files, or None.
         default_root: used when the caller gives no root, or None.
+        stats: per-RGB-channel ``(mean, std)`` on [0, 1] pixels, the normalisation a recipe
+            gets when its augmentation group sets none.
     """
 
     title: str
@@ -328,6 +336,12 @@ class DatasetSpec:
     options: tuple[str, ...] = ()
     download: Callable[[Path], None] | None = None
     default_root: Path | None = None
+    stats: tuple[tuple[float, float, float], tuple[float, float, float]] = IMAGENET_STATS
+
+    @property
+    def crop_size(self) -> int:
+        """The crop side a recipe gets when it sets none: the native side, or ImageNet's 224."""
+        return self.image_size or VARYING_SIZE_CROP
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -473,6 +487,11 @@ class _Cifar100(_Cifar10, torchvision.datasets.CIFAR100):
     labels_key = "fine_labels"
 
 
+# CIFAR's and STL-10's stats are those solo-learn's own pipelines use, so Un-Mix runs and
+# plain solo-learn runs normalise identically
+_CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
+
+
 def _load_cifar(site: _Site, split: str, reader: type[_Cifar10]) -> ArrayDataset:
     cifar = reader(site, train=split != "val")
     return ArrayDataset(cifar, cifar.targets, cifar.classes, Path(cifar.root, cifar.base_folder), 32)
@@ -483,6 +502,7 @@ DATASETS["cifar10"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
     num_classes=10,
     image_size=32,
+    stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar10),
     download=_torchvision_download("CIFAR10"),
 )
@@ -492,6 +512,7 @@ DATASETS["cifar100"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-100-python/ with train, test, meta",
     num_classes=100,
     image_size=32,
+    stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar100),
     download=_torchvision_download("CIFAR100"),
 )
@@ -585,6 +606,7 @@ DATASETS["stl10"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=_STL_SIDE,
+    stats=((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
     load=_load_stl10,
     download=_torchvision_download("STL10", split="train+unlabeled"),
 )
@@ -665,6 +687,7 @@ DATASETS["fashion_mnist"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=28,
+    stats=((0.2860,) * 3, (0.3530,) * 3),  # the grey channel's, repeated: the loader hands out RGB images
     load=_load_fashion_mnist,
     options=("rgb",),
     download=_torchvision_download("FashionMNIST"),
@@ -750,6 +773,7 @@ DATASETS["tiny_imagenet"] = DatasetSpec(
     ),
     num_classes=200,
     image_size=64,
+    stats=((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
     load=_load_tiny_imagenet,
     options=_FOLDER_OPTIONS,
 )

@@ -5,7 +5,7 @@ and ends up in ``results.json``; a key already small enough is left alone):
 
 - data: when the dataset's files are absent, tiny fake data in the dataset's
   own on-disk format is written once under ``<checkpoint.dir>/data_cache/``
-  (:func:`unmix_ext.fake_data.write_fake_dataset`) and ``data.train_path``
+  (:func:`unmix_ext.runner.fake_data.write_fake_dataset`) and ``data.train_path``
   points there (``data.val_path`` is cleared); Fashion-MNIST is read from its
   Debian package when no path is given and the package is installed;
   ``data.num_workers`` <= 2; at most :data:`BATCHES_PER_EPOCH` batches of
@@ -42,11 +42,11 @@ from typing import Any
 
 import torch
 
-from unmix_ext.builder import method_class
-from unmix_ext.config import GPU_ACCELERATORS, Config
-from unmix_ext.data import DATASETS, DataNotFoundError, build_dataset
-from unmix_ext.fake_data import write_fake_dataset
-from unmix_ext.solo_kwargs import solo_defaults
+from unmix_ext.runner.builder import method_class
+from unmix_ext.runner.config import GPU_ACCELERATORS, Config
+from unmix_ext.runner.data import DATASETS, DataNotFoundError, build_dataset
+from unmix_ext.runner.fake_data import write_fake_dataset
+from unmix_ext.runner.solo_kwargs import solo_defaults
 
 CROP = 32
 BATCH = 32

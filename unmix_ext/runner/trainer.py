@@ -9,7 +9,7 @@
   ``wandb.offline: false``.
 - Checkpoints: every ``checkpoint.frequency`` epochs, ``epoch=<e>-step=<s>.ckpt``
   in ``<run dir>/checkpoints/`` (the newest one kept, all with ``checkpoint.keep_prev``; ``last.ckpt`` links to
-  it), written to a hidden partial file and renamed (:mod:`unmix_ext.files`),
+  it), written to a hidden partial file and renamed (:mod:`unmix_ext.runner.files`),
   so a run killed mid-write never leaves a truncated file that looks complete;
   a failed write (a full disk) is a one-line :class:`CheckpointError`.
 - Resuming is exact: besides Lightning's own state (weights, momentum encoder
@@ -18,7 +18,7 @@
   shuffle, augmentations and loader seeds as an uninterrupted one; Un-Mix's
   draws are seeded by the global step. :func:`check_resumable` refuses, in one
   line, a checkpoint that cannot be read or belongs to another method.
-- Non-finite losses stop the run or are skipped (:class:`unmix_ext.guard.NanGuard`).
+- Non-finite losses stop the run or are skipped (:class:`unmix_ext.runner.guard.NanGuard`).
 """
 from __future__ import annotations
 
@@ -36,12 +36,11 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from unmix_ext.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
-from unmix_ext.files import atomic_write, read_checkpoint
-from unmix_ext.guard import CheckpointError, NanGuard
+from unmix_ext.runner.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
+from unmix_ext.runner.files import atomic_write, read_checkpoint
+from unmix_ext.runner.guard import CheckpointError, NanGuard
+from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
 #: Lightning's default logging interval, in optimizer steps
 LOG_EVERY_N_STEPS = 50
 
@@ -99,7 +98,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             atomic_write(path, lambda file: torch.save(checkpoint, file))
         except OSError as err:
-            kept = _newest(Path(path).parent)
+            kept = newest_checkpoint_in(Path(path).parent)
             state = f"the last complete checkpoint {kept} is kept" if kept else "no complete checkpoint was written yet"
             raise CheckpointError(
                 f"checkpoint.dir: writing {path} failed ({err.strerror or err}); {state}; free space there or "
@@ -229,31 +228,21 @@ class RunProgress(Callback):
         return self.images / self.seconds if self.seconds > 0 else None
 
 
-def _newest(folder: Path) -> Path | None:
-    found = [path for path in folder.glob("*.ckpt") if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
-
-
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written complete ``*.ckpt`` of a run, or None."""
-    return _newest(run_dir / CHECKPOINT_DIR)
-
-
-def _loggers(cfg: Config, run_dir: Path, stage: str) -> list:
-    loggers: list = [CSVLogger(run_dir / LOG_DIR, name=stage)]
+def _loggers(cfg: Config, run_dir: RunDir, stage: str) -> list:
+    loggers: list = [CSVLogger(run_dir.logs, name=stage)]
     if cfg.wandb.enabled:
         if cfg.wandb.offline:
             os.environ["WANDB_MODE"] = "offline"  # nothing in this process may reach for the network
         loggers.append(
             WandbLogger(
-                project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{cfg.name}-{stage}", save_dir=str(run_dir),
-                offline=cfg.wandb.offline, group=run_dir.name,
+                project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{cfg.name}-{stage}", save_dir=str(run_dir.path),
+                offline=cfg.wandb.offline, group=run_dir.path.name,
             )
         )
     return loggers
 
 
-def _common(cfg: Config, plan: DevicePlan, run_dir: Path, stage: str, batches: int) -> dict[str, Any]:
+def _common(cfg: Config, plan: DevicePlan, run_dir: RunDir, stage: str, batches: int) -> dict[str, Any]:
     """Trainer arguments every stage shares; ``batches``: length of the unsharded training loader."""
     steps_per_epoch = max(1, batches // plan.world_size)
     return {
@@ -272,7 +261,7 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: Path, stage: str, batches: i
     }
 
 
-def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int) -> tuple[pl.Trainer, RunProgress]:
+def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: int) -> tuple[pl.Trainer, RunProgress]:
     """The pretraining Trainer and its :class:`RunProgress` callback (``batches``: the training loader's length)."""
     progress = RunProgress()
     callbacks: list[Callback] = [
@@ -282,7 +271,7 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int)
     if cfg.checkpoint.enabled:
         callbacks.append(
             ModelCheckpoint(
-                dirpath=run_dir / CHECKPOINT_DIR, filename="{epoch}-{step}", every_n_epochs=cfg.checkpoint.frequency,
+                dirpath=run_dir.checkpoints, filename="{epoch}-{step}", every_n_epochs=cfg.checkpoint.frequency,
                 save_top_k=-1 if cfg.checkpoint.keep_prev else 1, save_last="link", save_on_train_epoch_end=True,
             )
         )
@@ -295,7 +284,7 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int)
     return trainer, progress
 
 
-def linear_trainer(cfg: Config, plan: DevicePlan, run_dir: Path, batches: int) -> pl.Trainer:
+def linear_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: int) -> pl.Trainer:
     """The Trainer of the offline linear protocol (no checkpoints, no sanity check; ``batches`` as above)."""
     return pl.Trainer(
         max_epochs=cfg.eval.linear.max_epochs, callbacks=[LearningRateMonitor(logging_interval="epoch")],

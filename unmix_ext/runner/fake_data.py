@@ -9,7 +9,7 @@ direction (plus noise), so a short run has something to learn.
 Example::
 
     root = write_fake_dataset("stl10", tmp_path, num_per_class=4)
-    dataset = build_dataset("stl10", root, "pretrain")   # unmix_ext.data
+    dataset = build_dataset("stl10", root, "pretrain")   # unmix_ext.runner.data
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from unmix_ext.data import IMAGENET100_CLASS_LIST, dataset_spec
+from unmix_ext.runner.data import IMAGENET100_CLASS_LIST, dataset_spec
 
 #: images of one split: uint8 array (N, H, W, C) with C in {1, 3}, and labels (N,), or None if unlabeled
 Split = tuple[np.ndarray, "np.ndarray | None"]
@@ -297,7 +297,7 @@ def write_fake_dataset(
     """Writes a small dataset in the real on-disk format of ``name``.
 
     Args:
-        name: a key of ``unmix_ext.data.DATASETS``.
+        name: a key of ``unmix_ext.runner.data.DATASETS``.
         root: directory to write into (created); pass it as ``root`` to ``build_dataset``.
         num_per_class: training images per class; the test/val split gets half as
             many (at least 1), STL-10's unlabeled split as many per class as val.

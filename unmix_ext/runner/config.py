@@ -19,7 +19,7 @@ Example (with solo-learn's ``scripts/pretrain/cifar/simclr.yaml`` saved as ``rec
     ('simclr_unmix', 0.5, 12)
 
 Checked elsewhere: device counts and data paths (the runner), what solo-learn 1.0.2 can
-build and ``method_kwargs`` (:mod:`unmix_ext.builder`), the smoke shrink (:mod:`unmix_ext.smoke`).
+build and ``method_kwargs`` (:mod:`unmix_ext.runner.builder`), the smoke shrink (:mod:`unmix_ext.runner.smoke`).
 """
 
 from __future__ import annotations
@@ -33,23 +33,27 @@ import math
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from omegaconf import MISSING as REQUIRED  # "???": OmegaConf reports the key if no file sets it
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-UNMIX_SUFFIX = "_unmix"
+from unmix_ext.cli import CommandError
+from unmix_ext.losses import TARGET_SIDES
+from unmix_ext.methods.base import UNMIX_DEFAULTS, UNMIX_SUFFIX
+from unmix_ext.runner.data import DATASETS as DATASET_SPECS
+from unmix_ext.runner.data import ON_CORRUPT
+
 #: methods of newer solo-learn releases (main-branch configs) that 1.0.2, which this package extends, lacks
 NEWER_SOLO_METHODS = ("all4one", "mae", "mocov3", "supcon", "vibcreg")
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
-DATA_FORMATS = ("image_folder", "h5", "dali")
+#: how data files can be read: each dataset's own layout, or solo-learn's DALI loader (which the runner
+#: refuses with one line at full scale and replaces by the former at smoke scale)
+DATA_FORMATS = ("image_folder", "dali")
 SCALES = ("full", "smoke")
-TARGET_SIDES = ("both", "online")
-#: what a folder dataset does with an unreadable image file (see unmix_ext.data)
-ON_CORRUPT = ("error", "skip")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 #: the accelerator names that ask for a GPU
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -70,38 +74,12 @@ UNSUPPORTED_KEYS = {
 }
 
 
-class DatasetDefaults(NamedTuple):
-    """Per-dataset normalisation (per RGB channel, on [0, 1] pixels) and crop side (pixels)."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    crop_size: int
-
-
-_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# CIFAR and STL-10 use the numbers solo-learn's own pipelines use, so Un-Mix runs
-# and plain solo-learn runs normalise identically. Fashion-MNIST's grey channel is
-# repeated: the loaders hand RGB images to the (RGB) backbones.
-DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
-    "cifar10": DatasetDefaults((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), 32),
-    "cifar100": DatasetDefaults((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), 32),
-    "stl10": DatasetDefaults((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261), 96),
-    "tiny_imagenet": DatasetDefaults((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 64),
-    "imagenet": DatasetDefaults(*_IMAGENET_STATS, 224),
-    "imagenet100": DatasetDefaults(*_IMAGENET_STATS, 224),
-    "fashion_mnist": DatasetDefaults((0.2860,) * 3, (0.3530,) * 3, 28),
-    "image_folder": DatasetDefaults(*_IMAGENET_STATS, 224),
-}
-DATASETS = tuple(DATASET_DEFAULTS)
 #: solo-learn's name for a dataset in ImageFolder layout (one subfolder per class) -> ours
 SOLO_DATASET_ALIASES = {"custom": "image_folder"}
 
 
-class ConfigError(ValueError):
+class ConfigError(CommandError):
     """A recipe mistake; the message is one line that starts with the key path."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 # --- Field constraints. OmegaConf checks types; each field carries its allowed values in its
@@ -214,7 +192,7 @@ class Data:
     (``error``) or is left out with a warning counting them (``skip``).
     """
 
-    dataset: str = _field(REQUIRED, choices=(*DATASETS, *SOLO_DATASET_ALIASES))
+    dataset: str = _field(REQUIRED, choices=(*DATASET_SPECS, *SOLO_DATASET_ALIASES))
     train_path: Optional[str] = None
     val_path: Optional[str] = None
     format: str = _field("image_folder", choices=DATA_FORMATS)
@@ -263,7 +241,7 @@ def _applied(prob: float) -> Any:
 class Augmentation:
     """``num_crops`` crops of ``crop_size`` pixels sharing one pipeline (solo-learn's augmentation group).
 
-    ``mean``/``std`` (and ``crop_size``) left out take the dataset's values from DATASET_DEFAULTS.
+    ``mean``/``std`` (and ``crop_size``) left out take the dataset's values (``unmix_ext.runner.data.DATASETS``).
     """
 
     rrc: RandomResizedCrop = _field(factory=RandomResizedCrop)
@@ -384,13 +362,13 @@ class Unmix:
     """
 
     enabled: bool = False
-    alpha: float = _field(1.0, gt=0)
-    prob: float = _field(0.5, ge=0, le=1)
-    per_sample: bool = False
-    lam: Optional[float] = _field(None, ge=0, le=1)
-    view: int = _field(0, choices=(0, 1))
-    symmetric: Optional[bool] = None
-    target_side: str = _field("both", choices=TARGET_SIDES)
+    alpha: float = _field(UNMIX_DEFAULTS["unmix_alpha"], gt=0)
+    prob: float = _field(UNMIX_DEFAULTS["unmix_prob"], ge=0, le=1)
+    per_sample: bool = UNMIX_DEFAULTS["unmix_per_sample"]
+    lam: Optional[float] = _field(UNMIX_DEFAULTS["unmix_lam"], ge=0, le=1)
+    view: int = _field(UNMIX_DEFAULTS["unmix_view"], choices=(0, 1))
+    symmetric: Optional[bool] = UNMIX_DEFAULTS["unmix_symmetric"]
+    target_side: str = _field(UNMIX_DEFAULTS["unmix_target_side"], choices=TARGET_SIDES)
 
 
 @dataclass
@@ -681,12 +659,13 @@ def config_from_dict(data: Any, known_methods: Iterable[str] | None = None) -> C
         cfg.method = cfg.method[: -len(UNMIX_SUFFIX)]
         cfg.unmix.enabled = True
     cfg.data.dataset = SOLO_DATASET_ALIASES.get(cfg.data.dataset, cfg.data.dataset)
-    stats = DATASET_DEFAULTS.get(cfg.data.dataset)
-    if stats is not None:  # an unknown dataset is reported by validate()
+    spec = DATASET_SPECS.get(cfg.data.dataset)
+    if spec is not None:  # an unknown dataset is reported by validate()
+        mean, std = spec.stats
         for group in cfg.augmentations:
-            group.mean = list(stats.mean) if group.mean is None else group.mean
-            group.std = list(stats.std) if group.std is None else group.std
-            group.crop_size = stats.crop_size if group.crop_size is None else group.crop_size
+            group.mean = list(mean) if group.mean is None else group.mean
+            group.std = list(std) if group.std is None else group.std
+            group.crop_size = spec.crop_size if group.crop_size is None else group.crop_size
     if not cfg.name:
         cfg.name = f"{resolved_method(cfg)}-{cfg.data.dataset}"
     validate(cfg, known_methods)

@@ -11,7 +11,7 @@ archive, then unpickles it with torch's restricted loader (``weights_only=True``
 tensors, containers and numbers, no other class or function), so a file whose
 pickle would import or call anything else is refused without running it. A
 truncated, damaged, foreign or hostile file is one :class:`CheckpointError` line
-naming the file, for the runner's resume, ``unmix_ext.linear`` and
+naming the file, for the runner's resume, ``unmix_ext.runner.linear`` and
 ``unmix_ext.export`` alike.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from unmix_ext.guard import CheckpointError
+from unmix_ext.runner.guard import CheckpointError
 
 
 def partial_path(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """The solo-learn method a recipe describes: its class and constructor arguments.
 
 Every constructor argument starts from solo-learn's own argparse default
-(:func:`unmix_ext.solo_kwargs.method_kwargs`); the recipe then sets:
+(:func:`unmix_ext.runner.solo_kwargs.method_kwargs`); the recipe then sets:
 
 ========================== ===============================================
 solo-learn argument        recipe key
@@ -53,9 +53,10 @@ from typing import Any
 import torch
 
 from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
-from unmix_ext.config import UNMIX_SUFFIX, Config, ConfigError, check_method_name, resolved_method
-from unmix_ext.data import DATASETS
-from unmix_ext.solo_kwargs import method_kwargs, solo_defaults
+from unmix_ext.methods import UNMIX_SUFFIX
+from unmix_ext.runner.config import Config, ConfigError, check_method_name, resolved_method
+from unmix_ext.runner.data import DATASETS
+from unmix_ext.runner.solo_kwargs import method_kwargs, solo_defaults
 
 #: native image side (pixels) up to which ResNets get the CIFAR stem (3x3 conv, no max-pool)
 CIFAR_STEM_MAX_SIDE = 32

@@ -26,15 +26,14 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
+from unmix_ext.cli import CommandError
+
 #: what the Un-Mix variants log for the two parts of their loss (unmix_ext.methods.base)
 LOSS_PARTS = {"base": "unmix/base_loss", "mix": "unmix/mix_loss"}
 
 
-class RunError(ValueError):
+class RunError(CommandError):
     """A run cannot go on; the message is one line naming the thing and what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).splitlines()))
 
 
 class LossNotFiniteError(RunError):
