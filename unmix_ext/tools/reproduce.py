@@ -136,7 +136,8 @@ def _table1(paper: dict) -> Table:
             f"Protocol: {spec['protocol']}.",
             "Rows the paper quotes from other work (MoCo, CMC, SimCLR, PIRL) and the multi-scale Un-Mix row "
             "(69.8; its setting is not described in the released code) have no recipe here.",
-            "Batch 256 in all, split over --devices x --num-nodes (8 GPUs: 32 each, BatchNorm per GPU, as the paper).",
+            "Batch 256 per device, the paper's total on one device; the paper's 8 GPUs (32 each, BatchNorm per GPU) "
+            "are --devices 8 optimizer.batch_size=32 eval.linear.batch_size=32.",
         ),
     )
 
@@ -156,7 +157,7 @@ def _moco_cifar(paper: dict) -> Table:
         metric="knn_top1", metric_label="weighted kNN top-1 (%), k=200, t=0.1", rows=tuple(rows),
         notes=(
             "kNN features differ: the authors' kNN votes with the normalised 128-d head output; ours "
-            "(unmix_ext/evaluate.py) with the backbone's pooled 512-d features, as solo-learn's kNN does.",
+            "(unmix_ext/runner/evaluate.py) with the backbone's pooled 512-d features, as solo-learn's kNN does.",
             "Not reproduced: the demo's BatchNorm split into 8 groups and its shuffled-BN key encoder.",
         ),
     )
