@@ -32,8 +32,10 @@ check-patches: install
 test: install
 	$(PY) -m pytest -q
 
+# SEEDS=5: more seeds per recipe than the demo's 2 (the table shows mean +- std); LONG=1: the longer
+# recipes (recipes/demo/*_long.yaml)
 demo: install
-	$(PY) -m unmix_ext.demo $(DEMO_ARGS)
+	$(PY) -m unmix_ext.demo $(if $(SEEDS),--seeds $(SEEDS)) $(if $(LONG),--long) $(DEMO_ARGS)
 
 # What Un-Mix costs next to each base method (step, mixing, whole pipeline), as ratios measured
 # interleaved on this machine: results/bench.md (about ten minutes on 2 CPU cores; see benchmarks/).

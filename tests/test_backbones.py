@@ -54,9 +54,19 @@ def test_cifar_stem_keeps_a_resnets_resolution():
     assert maps == {"cifar": 5, "standard": 1}  # 34 px after solo's padding-2 stem, /8 by the stages
 
 
+def test_stride_two_cifar_stem_halves_the_side_without_max_pool():
+    model = build_timm_encoder("timm/resnet18", cifar=True, stem_stride=2, channels=[16, 32, 64, 128])
+    assert model.conv1.stride == (2, 2) and isinstance(model.maxpool, torch.nn.Identity)
+    sides = []
+    model.layer1.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+    model.eval()(torch.randn(1, 3, 28, 28))
+    assert sides == [14]  # the standard stem gives 7, solo's stride-1 stem 30
+
+
 @pytest.mark.parametrize("encoder, kwargs, message", [
     ("timm/resnet19", {}, r"encoder: 'timm/resnet19' is not a timm model; did you mean timm/resnet1"),
     ("timm/convnext_atto", {"cifar": True}, r"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool"),
+    ("timm/resnet18", {"stem_stride": 2}, r"stem_stride: 1 or 2, and 2 with cifar: true only"),
 ])
 def test_bad_timm_encoders_are_one_line(encoder, kwargs, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from unmix_ext.tools import demo
 from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
 from unmix_ext.runner.pipeline import load_split
 from unmix_ext.runner.run import check_runtime
+from unmix_ext.tools import demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -54,9 +55,9 @@ def machine(monkeypatch):
 # --------------------------------------------------------------------------- recipes
 
 
-@pytest.fixture(scope="module")
-def recipes():
-    return [demo.demo_config(path, []) for path in demo.RECIPES]
+@pytest.fixture(scope="module", params=["default", "long"])
+def recipes(request):
+    return [demo.demo_config(path, []) for path in {"default": demo.RECIPES, "long": demo.LONG_RECIPES}[request.param]]
 
 
 def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
@@ -64,11 +65,18 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     for cfg in recipes:
         check_runtime(cfg)
         assert cfg.data.dataset == "fashion_mnist" and cfg.data.train_path is None  # the Debian package's root
-        assert cfg.backbone.kwargs == {"cifar": False}
+        assert cfg.backbone.kwargs["stem_stride"] == 2 and cfg.data.augment == "batch"
         assert cfg.checkpoint.dir == "runs/demo"  # from the working directory, as every relative path
     assert (resolved_method(base), resolved_method(unmix)) == ("simclr", "simclr_unmix")
     same = {**config_to_dict(unmix), "name": base.name, "unmix": dataclasses.asdict(base.unmix)}
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
+
+
+def test_the_long_recipes_only_raise_the_budget():
+    short, long = (config_to_dict(demo.demo_config(path, [])) for path in (demo.RECIPES[0], demo.LONG_RECIPES[0]))
+    changed = {key for key in short if short[key] != long[key]}
+    assert changed == {"name", "data", "max_epochs"} and long["max_epochs"] > short["max_epochs"]
+    assert {k for k in short["data"] if short["data"][k] != long["data"][k]} == {"fraction"}
 
 
 def test_demo_recipes_keep_the_online_knn_and_leave_offline_scores_to_the_demo(recipes):
@@ -89,7 +97,7 @@ def test_epochs_override_reaches_both_runs():
 def test_the_runner_validates_on_the_official_test_split(recipes):
     val = load_split(recipes[0], "val", None)
     assert len(val) == 10_000  # t10k; the train files hold 60,000
-    assert len(load_split(recipes[0], "train", None)) == 6_000  # data.fraction of the 60,000
+    assert len(load_split(recipes[0], "pretrain", None)) == round(60_000 * recipes[0].data.fraction)
 
 
 # --------------------------------------------------------------------------- data
@@ -202,55 +210,165 @@ def test_linear_probe_separates_separable_features():
     assert demo.linear_probe_top1(train, shuffled, test, test_targets) < 40.0
 
 
+def _history(*knn):
+    return {"epoch": list(range(1, len(knn) + 1)), "val_knn_acc1": list(knn), "val_acc1": [v - 10 for v in knn]}
+
+
+def test_mean_std_and_summary_per_method():
+    assert demo.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # the sample standard deviation
+    assert demo.mean_std([4.0]) == (4.0, 0.0)
+    with pytest.raises(ValueError, match="values"):
+        demo.mean_std([])
+    summary = demo.summarize([
+        {"method": "simclr", "seed": 5, "knn_top1": 80.0, "linear_top1": 84.0, "pretrain_seconds": 10.0,
+         "images_per_s": 100.0},
+        {"method": "raw pixels (reference)", "seed": None, "knn_top1": 81.8, "linear_top1": 84.1},
+        {"method": "simclr", "seed": 6, "knn_top1": 82.0, "linear_top1": 86.0, "pretrain_seconds": 20.0,
+         "images_per_s": 300.0},
+    ])
+    assert [row["method"] for row in summary] == ["simclr", "raw pixels (reference)"]  # first appearance
+    simclr, raw = summary
+    assert simclr["seeds"] == [5, 6] and simclr["pretrain_seconds"] == 15.0 and simclr["images_per_s"] == 200.0
+    assert simclr["knn_top1"] == pytest.approx((81.0, 2 ** 0.5))
+    assert simclr["linear_top1"] == pytest.approx((85.0, 2 ** 0.5))
+    assert raw["knn_top1"] == (81.8, 0.0) and raw["pretrain_seconds"] is None
+
+
+def _rows(base, unmix, spread):
+    """summarize()-like rows: two trained methods of two seeds (kNN means ``base``, ``unmix``, std ``spread``)."""
+    def row(method, mean, std=spread, seeds=(5, 6)):
+        return {"method": method, "seeds": list(seeds), "knn_top1": (mean, std), "linear_top1": (mean + 2, std)}
+
+    return [row("simclr", base), row("simclr_unmix", unmix),
+            row("untrained backbone (reference)", 70.0, 0.5), row("raw pixels (reference)", 81.8, 0.0, [None])]
+
+
+def test_note_says_within_the_seed_spread_only_when_it_is():
+    within = demo.table_note(_rows(85.0, 85.5, spread=1.0))
+    assert "simclr_unmix minus simclr: kNN +0.5, within the seed spread (1.0)" in within
+    outside = demo.table_note(_rows(85.0, 87.5, spread=1.0))
+    assert "kNN +2.5, outside the seed spread (1.0)" in outside and "within" not in outside
+    assert "over 2 seed(s)" in within and "do not measure what Un-Mix gains" in within
+    one = _rows(85.0, 85.5, spread=0.0)
+    for row in one[:2]:
+        row["seeds"] = [5]
+    assert "one seed, so no spread to compare with" in demo.table_note(one)
+
+
+def test_note_says_which_reference_is_not_beaten():
+    beaten = demo.table_note(_rows(85.0, 86.0, spread=0.5))
+    assert "simclr beats every reference on kNN and linear probe, by 3.2 points or more." in beaten  # 85 - 81.8
+    short = demo.table_note(_rows(81.0, 86.0, spread=0.5))
+    assert "simclr does not beat raw pixels (reference) on kNN (-0.8) and linear probe (-0.8)." in short
+    assert "simclr beats every reference" not in short and "simclr_unmix beats every reference" in short
+
+
+def test_raw_pixel_reference_scores_the_flattened_normalised_images(tmp_path):
+    from unmix_ext.runner.evaluate import knn_accuracy_of_features
+    from unmix_ext.runner.fake_data import write_fake_dataset
+    from unmix_ext.runner.pipeline import eval_transform
+
+    root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)
+    cfg = demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "eval.knn.k=5"])
+    images = torch.rand(2, 3, 28, 28)
+    assert torch.equal(demo.raw_pixels()(images), images.reshape(2, 3 * 28 * 28))
+    scores = demo.score_backbone(cfg, demo.raw_pixels())
+    splits = [load_split(cfg, split, eval_transform(cfg)) for split in ("train", "val")]
+    pixels = [(torch.stack([ds[i][0] for i in range(len(ds))]).flatten(1), torch.as_tensor(ds.targets))
+              for ds in splits]
+    expected = knn_accuracy_of_features(*pixels[0], *pixels[1], num_classes=10, k=5, temperature=0.1)
+    assert scores["knn_top1"] == pytest.approx(expected["knn_top1"])
+
+
 def test_plot_and_table_from_fake_runs(tmp_path):
-    histories = {
-        "simclr": {"epoch": [1, 2, 3], "val_knn_acc1": [60.0, 65.0, 70.0], "val_acc1": [50.0, 55.0, 60.0]},
-        "simclr_unmix": {"epoch": [1, 2, 3], "val_knn_acc1": [59.0, 66.0, 71.0], "val_acc1": [49.0, 56.0, 61.0]},
-    }
+    runs = [
+        {"method": "simclr", "seed": 5, "knn_top1": 72.0, "linear_top1": 60.0, "history": _history(60.0, 65.0, 70.0)},
+        {"method": "simclr", "seed": 6, "knn_top1": 74.0, "linear_top1": 61.0, "history": _history(62.0, 66.0, 71.0)},
+        {"method": "simclr_unmix", "seed": 5, "knn_top1": 73.0, "linear_top1": 62.0,
+         "history": _history(59.0, 66.0, 71.0)},
+        {"method": "simclr_unmix", "seed": 6, "knn_top1": 73.0, "linear_top1": 62.0,
+         "history": _history(58.0, 67.0, 72.0)},
+        {"method": "untrained backbone (reference)", "seed": 5, "knn_top1": 74.0, "linear_top1": 70.0},
+        {"method": "raw pixels (reference)", "seed": None, "knn_top1": 81.8, "linear_top1": 84.1},
+    ]
+    for run in runs[:4]:
+        run.update(pretrain_seconds=100.4, images_per_s=250.6)
+    summary = demo.summarize(runs)
     examples = demo.mix_examples(torch.rand(4 * demo.MIX_PAIRS, 3, 28, 28), torch.Generator().manual_seed(1))
-    knn = {"simclr": 72.0, "simclr_unmix": 73.0, demo.UNTRAINED: 74.0}
-    path = demo.plot_demo(histories, examples, tmp_path / "out" / "demo.png", final_knn=knn)
+    path = demo.plot_demo(runs, summary, examples, tmp_path / "out" / "demo.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 10_000
 
-    table = demo.render_table([
-        {"method": "simclr", "knn_top1": 72.04, "linear_top1": 60.54, "pretrain_seconds": 100.4, "images_per_s": 250.6},
-        {"method": "untrained backbone (reference)", "knn_top1": 74.0},
-    ]).splitlines()
-    assert table[0] == "| method | kNN top-1 (%) | linear top-1 (%) | pretrain time (s) | images/s |"
-    assert table[2] == "| simclr | 72.0 | 60.5 | 100 | 251 |"
-    assert table[3] == "| untrained backbone (reference) | 74.0 | - | - | - |"
+    table = demo.render_table(summary).splitlines()
+    assert table[0] == "| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretrain time (s) | images/s |"
+    assert table[2] == "| simclr | 2 | 73.0 +- 1.4 | 60.5 +- 0.7 | 100 | 251 |"
+    assert table[4] == "| untrained backbone (reference) | 1 | 74.0 | 70.0 | - | - |"
+    assert table[5] == "| raw pixels (reference) | 1 | 81.8 | 84.1 | - | - |"
 
 
-def test_demo_runs_both_recipes_and_writes_table_and_figure(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "error: seeds: must be >= 1, got 0\n"),
+    (["--epochs", "-1"], "error: epochs: must be >= 1, got -1\n"),
+])
+def test_bad_counts_are_one_error_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "ensure_fashion_mnist", lambda: pytest.fail("checked before the data"))
+    from unmix_ext.demo import main
+
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == message
+
+
+@pytest.mark.parametrize("seeds, long", [(3, False), (1, True)])
+def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figure(
+        seeds, long, tmp_path, monkeypatch, capsys):
     """The orchestration, with training and evaluation stubbed: what reaches the runner, what comes out."""
-    ran = []
+    ran, scored = [], []
 
     def fake_run(cfg, recipe):
-        run_dir = tmp_path / cfg.name
+        run_dir = tmp_path / f"{cfg.name}-{cfg.seed}"
         _write_metrics(run_dir / "logs" / "pretrain" / "version_0" / "metrics.csv",
-                       [{"epoch": 0, "val_acc1": 50.0, "val_knn_acc1": 60.0}])
-        ran.append((cfg.name, cfg.max_epochs, resolved_method(cfg)))
+                       [{"epoch": 0, "val_acc1": 50.0, "val_knn_acc1": 60.0 + cfg.seed}])
+        ran.append((recipe.name, cfg.seed, cfg.max_epochs, resolved_method(cfg)))
         return {"method": resolved_method(cfg), "checkpoint": str(run_dir / "last.ckpt"), "run_dir": str(run_dir),
                 "metrics": {}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
 
-    scores = iter([{"knn_top1": v, "linear_top1": v - 9} for v in (70.0, 71.0, 74.0)])
+    def fake_score(cfg, backbone):
+        scored.append((backbone, cfg.seed))
+        value = 80.0 + len(scored)
+        return {"knn_top1": value, "linear_top1": value + 2}
+
     monkeypatch.setattr(demo, "ensure_fashion_mnist", lambda: [])
     monkeypatch.setattr(demo, "run", fake_run)
-    monkeypatch.setattr(demo, "load_backbone", lambda cfg, checkpoint, classes: checkpoint)
-    monkeypatch.setattr(demo, "untrained_backbone", lambda cfg: "untrained")
-    monkeypatch.setattr(demo, "score_backbone", lambda cfg, backbone: next(scores))
+    monkeypatch.setattr(demo, "load_backbone", lambda cfg, checkpoint, classes: f"trained {Path(checkpoint).parent}")
+    monkeypatch.setattr(demo, "untrained_backbone", lambda cfg: f"untrained {cfg.seed}")
+    monkeypatch.setattr(demo, "raw_pixels", lambda: "pixels")
+    monkeypatch.setattr(demo, "score_backbone", fake_score)
     monkeypatch.setattr(demo, "real_views", lambda cfg, count: torch.rand(count, 3, 28, 28))
 
-    rows = demo.demo(epochs=2, out=tmp_path / "out")
-    assert ran == [("demo-simclr", 2, "simclr"), ("demo-simclr_unmix", 2, "simclr_unmix")]
-    assert [(r["method"], r["knn_top1"], r.get("linear_top1")) for r in rows] == [
-        ("simclr", 70.0, 61.0), ("simclr_unmix", 71.0, 62.0), ("untrained backbone (reference)", 74.0, 65.0),
-    ]
-    assert (tmp_path / "out" / "demo.png").read_bytes()[:8] == PNG_SIGNATURE
+    summary = demo.demo(epochs=2, out=tmp_path / "out", seeds=seeds, long=long)
+    recipes = demo.LONG_RECIPES if long else demo.RECIPES
+    first = demo.demo_config(recipes[0], []).seed
+    seed_list = [first + i for i in range(seeds)]
+    assert ran == [(recipe.name, seed, 2, method) for recipe, method in zip(recipes, ("simclr", "simclr_unmix"))
+                   for seed in seed_list]
+    assert scored[-seeds - 1:] == [*((f"untrained {seed}", seed) for seed in seed_list), ("pixels", first)]
+    assert [row["method"] for row in summary] == [
+        "simclr", "simclr_unmix", "untrained backbone (reference)", "raw pixels (reference)"]
+
+    written = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert written["seeds"] == seed_list
+    assert written["recipes"] == [f"recipes/{r.relative_to(demo.RECIPES_ROOT)}" for r in recipes]
+    runs = written["runs"]
+    assert [(r["method"], r["seed"]) for r in runs] == [
+        *((m, s) for m in ("simclr", "simclr_unmix") for s in seed_list),
+        *(("untrained backbone (reference)", s) for s in seed_list), ("raw pixels (reference)", None)]
+    assert [r["knn_top1"] for r in runs] == [81.0 + i for i in range(len(runs))]  # every seed's own score
+    assert runs[0]["history"]["val_knn_acc1"] == [60.0 + first] and runs[0]["eval_seconds"] >= 0
+    assert written["summary"][0]["knn_top1"][0] == pytest.approx(81.0 + (seeds - 1) / 2)
     table = (tmp_path / "out" / "demo.md").read_text()
-    assert "| simclr_unmix | 71.0 | 62.0 | 10 | 100 |" in table and "official test split" in table
+    assert written["note"] == demo.table_note(summary) and written["note"] in table
+    assert (tmp_path / "out" / "demo.png").read_bytes()[:8] == PNG_SIGNATURE
     printed = capsys.readouterr().out
-    assert table.split("\n\n")[1] in printed and demo.TABLE_NOTE in printed and demo.TABLE_NOTE in table
+    assert table.split("\n\n")[1] in printed and "official test split" in table
 
 
 def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
@@ -269,3 +387,55 @@ def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
     scores = demo.score_backbone(cfg, Pixels())
     assert sum(seen) == 60 + 30
     assert set(scores) == {"knn_top1", "linear_top1"} and all(0 <= v <= 100 for v in scores.values())
+
+
+# --------------------------------------------------------------------------- batched augmentation
+
+
+def _fake_recipe(tmp_path, *overrides):
+    from unmix_ext.runner.fake_data import write_fake_dataset
+
+    root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)
+    return demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "data.augment=batch",
+                                              "optimizer.batch_size=8", *overrides])
+
+
+def test_batch_augment_serves_the_views_solo_learn_unpacks(tmp_path):
+    from unmix_ext.runner.pipeline import pretrain_loader, pretrain_transform
+
+    cfg = _fake_recipe(tmp_path)
+    indices, views, targets = next(iter(pretrain_loader(load_split(cfg, "pretrain", pretrain_transform(cfg)), cfg)))
+    assert indices.shape == targets.shape == (8,) and len(views) == 2
+    assert all(v.shape == (8, 3, 28, 28) and v.dtype == torch.float32 for v in views)
+    assert not torch.equal(views[0], views[1])  # two independent draws of each image
+
+
+def test_batch_augment_draws_crops_flips_and_normalises_as_configured(tmp_path):
+    from unmix_ext.runner.batch_augment import BatchAugment
+
+    images = torch.rand(4, 3, 28, 28)
+    items = [(i, images[i], i % 10) for i in range(4)]
+    whole = ["augmentations.0.rrc.crop_min_scale=1.0", "augmentations.0.color_jitter.prob=0.0"]
+    group = _fake_recipe(tmp_path, *whole, "augmentations.0.horizontal_flip.prob=0.0").augmentations[0]
+    mean, std = torch.tensor(group.mean).view(1, 3, 1, 1), torch.tensor(group.std).view(1, 3, 1, 1)
+    _, views, _ = BatchAugment([group])(items)
+    torch.testing.assert_close(views[0], (images - mean) / std)  # the whole image, unflipped
+    flipped = _fake_recipe(tmp_path, *whole, "augmentations.0.horizontal_flip.prob=1.0").augmentations[0]
+    torch.testing.assert_close(BatchAugment([flipped])(items)[1][0], (images.flip(-1) - mean) / std)
+
+
+def test_batch_augment_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from unmix_ext.runner.config import ConfigError
+    from unmix_ext.runner.pipeline import pretrain_transform
+
+    cfg = _fake_recipe(tmp_path, "augmentations.0.color_jitter.saturation=0.2")
+    with pytest.raises(ConfigError, match=r"augmentations.0.color_jitter.saturation: data.augment=batch") as err:
+        pretrain_transform(cfg)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("augment", ["batch", "per_image"])
+def test_real_views_are_what_the_pretraining_loader_serves_in_unit_range(augment, tmp_path):
+    cfg = _fake_recipe(tmp_path, f"data.augment={augment}")
+    views = demo.real_views(cfg, 4 * demo.MIX_PAIRS)
+    assert views.shape == (4 * demo.MIX_PAIRS, 3, 28, 28) and 0.0 <= views.min() and views.max() <= 1.0

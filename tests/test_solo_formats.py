@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
@@ -21,7 +22,7 @@ from unmix_ext.runner.config import config_to_dict, load_config
 from unmix_ext.runner.fake_data import write_fake_dataset
 from unmix_ext.runner.guard import CheckpointError, NanGuard
 from unmix_ext.runner.pipeline import load_split, pretrain_loader, pretrain_transform
-from unmix_ext.run import main
+from unmix_ext.runner.run import main
 from unmix_ext.runner.run import _prepare_run_dir
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.runner.trainer import device_plan, pretrain_trainer
@@ -131,6 +132,7 @@ def test_every_setting_of_a_solo_yaml_reaches_what_is_built(tmp_path):
         "data.num_workers": (loader.num_workers, 1),
         "data.fraction": (len(pretrain), 20),  # half of the 40 fake images
         "data.no_labels": (bool((pretrain.targets >= 0).all()), True),
+        "data.augment": (loader.collate_fn is default_collate, True),  # per_image: solo's pipeline, torch's collate
         "optimizer.name": ((model.optimizer, model.lars), ("sgd", True)),
         "optimizer.batch_size": ((model.batch_size, loader.batch_size), (4, 4)),
         "optimizer.lr": (model.lr, pytest.approx(1.0 * scale)),

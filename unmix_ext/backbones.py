@@ -46,8 +46,11 @@ def unknown_timm_model(encoder: str) -> str | None:
     return f"{encoder!r} is not a timm model{hint}"
 
 
-def use_cifar_stem(model: nn.Module) -> nn.Module:
+def use_cifar_stem(model: nn.Module, stride: int = 1) -> nn.Module:
     """Replaces a ResNet-style stem by solo-learn's CIFAR stem, in place; returns ``model``.
+
+    ``stride`` 2 (``stem_stride: 2``) halves the side instead, still without max-pool: a 28 px
+    image gives the first stage 14x14 maps (the standard stem gives 7x7, solo's 30x30).
 
     Raises:
         ValueError: the model has no plain ``conv1`` convolution and ``maxpool`` to replace.
@@ -57,24 +60,30 @@ def use_cifar_stem(model: nn.Module) -> nn.Module:
         raise ValueError(f"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool; {type(model).__name__} "
                          "has no such stem (set backbone.kwargs.cifar: false, or size the model for small "
                          "images through its own arguments, e.g. img_size and patch_size for a ViT)")
-    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=2, bias=False)
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=stride,
+                            padding=2 if stride == 1 else 1, bias=False)
     model.maxpool = nn.Identity()
     return model
 
 
-def build_timm_encoder(encoder: str, cifar: bool = False, **kwargs: Any) -> nn.Module:
+def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, **kwargs: Any) -> nn.Module:
     """The timm model ``encoder`` names, without its classifier (forward gives (B, num_features)).
 
+    ``stem_stride`` (1 or 2): the stride of the CIFAR stem's convolution, with ``cifar`` only.
+
     Raises:
-        ValueError: timm has no such model, or ``cifar`` on a model without a ResNet stem.
+        ValueError: timm has no such model, ``cifar`` on a model without a ResNet stem, or a bad ``stem_stride``.
     """
     import timm
 
     reason = unknown_timm_model(encoder)
     if reason is not None:
         raise ValueError(f"encoder: {reason}")
+    if stem_stride not in (1, 2) or (stem_stride != 1 and not cifar):
+        raise ValueError(f"stem_stride: 1 or 2, and 2 with cifar: true only (the CIFAR stem's stride); got "
+                         f"{stem_stride!r} with cifar: {cifar}")
     model = timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
-    return use_cifar_stem(model) if cifar else model
+    return use_cifar_stem(model, stem_stride) if cifar else model
 
 
 #: the entry of a training checkpoint that names its timm encoder, ``{"name": "timm/<model>", "kwargs": {...}}``

@@ -54,6 +54,8 @@ SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
 #: refuses with one line at full scale and replaces by the former at smoke scale)
 DATA_FORMATS = ("image_folder", "dali")
 SCALES = ("full", "smoke")
+#: where pretraining views are drawn: per PIL image in the loader (solo-learn's) or per batch (unmix_ext.runner.batch_augment)
+AUGMENT_MODES = ("per_image", "batch")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 #: the accelerator names that ask for a GPU
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -190,6 +192,8 @@ class Data:
     ``format``: how the files are read (``dali``: solo-learn's GPU loader, full scale only).
     ``on_corrupt`` (folder datasets): an unreadable image file stops the run
     (``error``) or is left out with a warning counting them (``skip``).
+    ``augment``: pretraining views drawn per image by solo-learn's pipeline (``per_image``) or
+    for the whole batch at once on tensors (``batch``, :mod:`unmix_ext.runner.batch_augment`).
     """
 
     dataset: str = _field(REQUIRED, choices=(*DATASET_SPECS, *SOLO_DATASET_ALIASES))
@@ -201,6 +205,7 @@ class Data:
     no_labels: bool = False
     download: bool = False
     on_corrupt: str = _field("error", choices=ON_CORRUPT)
+    augment: str = _field("per_image", choices=AUGMENT_MODES)
 
 
 @dataclass

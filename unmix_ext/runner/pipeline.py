@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
+from unmix_ext.runner.batch_augment import BatchAugment, check_batch_augmentations
 from unmix_ext.runner.config import Augmentation, Config, ConfigError
 from unmix_ext.runner.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
 
@@ -43,6 +44,8 @@ def check_augmentations(cfg: Config) -> None:
                               "set it to true (crop_min_scale: 1.0 comes closest to no crop)")
         if group.equalization.prob > 0:
             raise ConfigError(f"{path}.equalization.prob: solo-learn 1.0.2 has no equalization; set it to 0")
+    if cfg.data.augment == "batch":
+        check_batch_augmentations(cfg.augmentations)
 
 
 def _custom_transform_args(group: Augmentation) -> dict[str, Any]:
@@ -58,10 +61,13 @@ def _custom_transform_args(group: Augmentation) -> dict[str, Any]:
 
 
 def pretrain_transform(cfg: Config) -> Callable:
-    """solo-learn's N-crop augmentation: PIL image -> list of tensors (3, S_g, S_g), one per crop."""
+    """solo-learn's N-crop augmentation: PIL image -> list of tensors (3, S_g, S_g), one per crop;
+    with ``data.augment: batch``, PIL image -> tensor (3, H, W) in [0, 1] (:func:`pretrain_collate` augments)."""
     from solo.utils.pretrain_dataloader import prepare_n_crop_transform, prepare_transform
 
     check_augmentations(cfg)
+    if cfg.data.augment == "batch":
+        return transforms.ToTensor()
     pipelines = [prepare_transform("custom", **_custom_transform_args(group)) for group in cfg.augmentations]
     return prepare_n_crop_transform(pipelines, [group.num_crops for group in cfg.augmentations])
 
@@ -137,6 +143,13 @@ def load_split(
     return dataset
 
 
+def pretrain_collate(cfg: Config) -> Callable:
+    """The pretraining loader's ``collate_fn``: torch's default, or :class:`BatchAugment` with ``data.augment: batch``."""
+    if cfg.data.augment == "batch":
+        return BatchAugment(cfg.augmentations)
+    return default_collate
+
+
 def _loader_options(cfg: Config, persistent: bool = True) -> dict[str, Any]:
     workers = cfg.data.num_workers
     return {
@@ -161,7 +174,7 @@ def pretrain_loader(dataset: LabelledDataset, cfg: Config, world_size: int = 1) 
             f"(optimizer.batch_size={batch} x {world_size} process(es))"
         )
     return DataLoader(
-        IndexedDataset(dataset), batch_size=batch, shuffle=True, drop_last=True,
+        IndexedDataset(dataset), batch_size=batch, shuffle=True, drop_last=True, collate_fn=pretrain_collate(cfg),
         **_loader_options(cfg, persistent=False),
     )
 

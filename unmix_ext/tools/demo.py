@@ -9,31 +9,41 @@ What ``make demo`` runs. In order:
    ``data/fashion_mnist``; else the demo stops with one line saying how to
    get them;
 2. the two recipes ``recipes/demo/simclr.yaml`` and
-   ``recipes/demo/simclr_unmix.yaml`` (the same run with ``unmix.enabled``)
-   pretrain through :func:`unmix_ext.runner.run.run`, validating the online
-   classifier and kNN every epoch;
-3. each frozen backbone (and, for reference, the untrained backbone both runs
-   start from) is scored with the features of all 60,000 training images: the
-   weighted kNN (k=200, temperature 0.1) and a linear probe (softmax
-   regression fitted by L-BFGS on the standardised features, no augmentation);
-4. a table is printed and written to ``<out>/demo.md``, and ``<out>/demo.png``
-   shows accuracy per epoch next to real Mixup and CutMix images, as the
-   network is fed them.
+   ``recipes/demo/simclr_unmix.yaml`` (the same run with ``unmix.enabled``;
+   ``--long``: their ``*_long.yaml`` versions) pretrain through
+   :func:`unmix_ext.runner.run.run` with each of ``--seeds`` seeds (2 by default:
+   the recipe's seed, then the next ones), validating the online classifier
+   and kNN every epoch;
+3. each frozen backbone is scored with the features of all 60,000 training
+   images: the weighted kNN (k=200, temperature 0.1) and a linear probe
+   (softmax regression fitted by L-BFGS on the standardised features, no
+   augmentation); so are two references: the untrained backbone each seed
+   starts from, and the raw pixels (the normalised image, flattened);
+4. a table (mean +- std over seeds per row) is printed and written to
+   ``<out>/demo.md`` with a note computed from its numbers (does each run
+   beat both references; is the Un-Mix minus base difference within the seed
+   spread), every seed's scores, curves and timings to ``<out>/demo.json``,
+   and ``<out>/demo.png`` shows accuracy per epoch (every seed thin, the mean
+   thick, the references as lines) next to real Mixup and CutMix images, as
+   the network is fed them.
 
 Every score is top-1 in percent on Fashion-MNIST's official test split (the
 10,000 t10k images), which the runner validates on.
 
 Example::
 
-    python -m unmix_ext.demo                 # about ten minutes on 2 CPU cores
-    python -m unmix_ext.demo --epochs 1      # shorter, for a first look
+    python -m unmix_ext.demo                 # 2 seeds, about ten minutes on 2 CPU cores
+    python -m unmix_ext.demo --seeds 5       # the table's spread over 5 seeds
+    python -m unmix_ext.demo --long          # the longer budget of recipes/demo/*_long.yaml
 """
 from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,18 +54,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
+from unmix_ext.mixing import UnMix
 from unmix_ext.recipes import ROOT as RECIPES_ROOT
 from unmix_ext.runner.builder import build_method, ssl_methods
-from unmix_ext.runner.config import Config, load_config
+from unmix_ext.runner.config import Config, ConfigError, load_config
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError, LabelledDataset, build_dataset
 from unmix_ext.runner.evaluate import extract_features, knn_accuracy_of_features
 from unmix_ext.runner.linear import load_backbone
-from unmix_ext.mixing import UnMix
-from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split, pretrain_transform
+from unmix_ext.runner.pipeline import (
+    IndexedDataset, eval_loader, eval_transform, load_split, pretrain_collate, pretrain_transform,
+)
 from unmix_ext.runner.run import run
 from unmix_ext.runner.rundir import RunDir
 
 RECIPES = (RECIPES_ROOT / "demo" / "simclr.yaml", RECIPES_ROOT / "demo" / "simclr_unmix.yaml")
+#: ``--long``: the same two runs with a longer budget
+LONG_RECIPES = (RECIPES_ROOT / "demo" / "simclr_long.yaml", RECIPES_ROOT / "demo" / "simclr_unmix_long.yaml")
 #: where torchvision's downloader puts the files when the Debian package cannot be had (from the working directory)
 DOWNLOAD_ROOT = Path("data") / "fashion_mnist"
 APT_PACKAGE = "dataset-fashion-mnist"
@@ -65,22 +79,20 @@ IDX_FILES = (
 #: pairs shown per mixing mode (Mixup, CutMix) in the figure
 MIX_PAIRS = 3
 UNTRAINED = "untrained backbone"
+RAW_PIXELS = "raw pixels"
+#: the suffix of a reference row's method
+REFERENCE = " (reference)"
+#: seeds per recipe unless ``--seeds`` says otherwise
+DEFAULT_SEEDS = 2
+#: the table's scores, and their names in the note
+METRICS = ("knn_top1", "linear_top1")
+METRIC_NAMES = {"knn_top1": "kNN", "linear_top1": "linear probe"}
 #: Fashion-MNIST's classes
 CLASSES = 10
 #: the demo's linear probe: full-batch L-BFGS iterations and L2 penalty (per weight, on standardised features)
 LINEAR_STEPS = 100
 LINEAR_WEIGHT_DECAY = 1e-4
 TABLE_TITLE = "Fashion-MNIST, top-1 (%) on the official test split (10,000 images); a small CPU budget, not a reproduction"
-#: how to read the table, printed under it
-TABLE_NOTE = (
-    "Chance is 10%. Both runs train end to end on real images, and their accuracy climbs epoch after epoch "
-    "(demo.png). The table does not say what Un-Mix gains: that takes hundreds of epochs (the paper's tables). "
-    "Nor does a few CPU minutes of SimCLR beat the untrained network: on Fashion-MNIST random convolutional "
-    "features are already strong (kNN on raw pixels reaches about 85%, Zalando's Fashion-MNIST benchmark), "
-    "and self-supervised features pass them only after much longer training."
-)
-
-
 # --------------------------------------------------------------------------- #
 # Data
 # --------------------------------------------------------------------------- #
@@ -174,8 +186,10 @@ def demo_config(recipe: Path, overrides: Sequence[str]) -> Config:
 
 
 def _features(backbone: torch.nn.Module, dataset: LabelledDataset, cfg: Config, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, D) float32 and targets (N,) of ``dataset``; in bfloat16 autocast when the recipe trains in it."""
     loader = eval_loader(dataset, cfg, cfg.eval.linear.batch_size)
-    return extract_features(backbone, tqdm(loader, desc=f"features of the {what}", leave=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision.startswith("bf16")):
+        return extract_features(backbone, tqdm(loader, desc=f"features of the {what}", leave=False))
 
 
 def linear_probe_top1(train_features: torch.Tensor, train_targets: torch.Tensor, test_features: torch.Tensor,
@@ -291,25 +305,115 @@ def mix_examples(images: torch.Tensor, generator: torch.Generator, pairs: int = 
 
 def real_views(cfg: Config, count: int) -> torch.Tensor:
     """The first augmented view of ``count`` training images, as the network gets it but in [0, 1]: (count, 3, S, S)."""
-    dataset = load_split(cfg, "train", pretrain_transform(cfg))
+    dataset = IndexedDataset(load_split(cfg, "train", pretrain_transform(cfg)))
     generator = torch.Generator().manual_seed(cfg.seed)
     picks = torch.randperm(len(dataset), generator=generator)[:count].tolist()
-    views = torch.stack([dataset[i][0][0] for i in picks])
+    views = pretrain_collate(cfg)([dataset[i] for i in picks])[1][0]  # the pretraining loader's batch, first crop
     group = cfg.augmentations[0]
     mean, std = torch.tensor(group.mean).view(1, 3, 1, 1), torch.tensor(group.std).view(1, 3, 1, 1)
     return (views * std + mean).clamp(0, 1)  # mixing commutes with this per-channel affine map
 
 
-def plot_demo(histories: dict[str, dict[str, list[float]]], examples: Sequence[MixExample], path: Path,
-              final_knn: dict[str, float] | None = None) -> Path:
+def raw_pixels() -> torch.nn.Module:
+    """The raw-pixel reference's "backbone": normalised images (B, 3, S, S) -> (B, 3 * S * S), nothing learned."""
+    return torch.nn.Flatten()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of ``values`` (std 0.0 for a single value)."""
+    if not values:
+        raise ValueError("values: need at least one value")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method (in order of first appearance) from per-seed records.
+
+    Args:
+        runs: dicts with ``method``, ``seed``, ``knn_top1`` and ``linear_top1`` (and, for trained
+            methods, ``pretrain_seconds`` and ``images_per_s``).
+
+    Returns:
+        per method ``{"method", "seeds": [...], "knn_top1": (mean, std), "linear_top1": (mean, std),
+        "pretrain_seconds": mean or None, "images_per_s": mean or None}``.
+    """
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for record in runs:
+        rows.setdefault(record["method"], []).append(record)
+    summary = []
+    for method, records in rows.items():
+        row: dict[str, Any] = {"method": method, "seeds": [r["seed"] for r in records]}
+        for metric in METRICS:
+            row[metric] = mean_std([r[metric] for r in records])
+        for key in ("pretrain_seconds", "images_per_s"):
+            values = [r[key] for r in records if r.get(key) is not None]
+            row[key] = mean_std(values)[0] if values else None
+        summary.append(row)
+    return summary
+
+
+def _is_reference(method: str) -> bool:
+    return method.endswith(REFERENCE)
+
+
+def table_note(summary: Sequence[dict[str, Any]]) -> str:
+    """How to read the table, computed from its numbers (:func:`summarize`'s rows).
+
+    Says, per trained method, whether its mean beats every reference on both scores (and by how
+    much), and, per Un-Mix method, whether its difference to the base method (the first trained
+    row) is within the seed spread: ``|mean difference| <= the larger of the two standard deviations``.
+    """
+    trained = [row for row in summary if not _is_reference(row["method"])]
+    references = [row for row in summary if _is_reference(row["method"])]
+    seeds = len(trained[0]["seeds"]) if trained else 0
+    sentences = [f"Chance is 10%; means +- standard deviations over {seeds} seed(s)."]
+    for row in trained:
+        margins = {(ref["method"], metric): row[metric][0] - ref[metric][0] for ref in references for metric in METRICS}
+        if not margins:
+            continue
+        misses = []
+        for ref in references:
+            missed = [f"{METRIC_NAMES[metric]} ({margins[ref['method'], metric]:+.1f})" for metric in METRICS
+                      if margins[ref["method"], metric] <= 0]
+            if missed:
+                misses.append(f"{ref['method']} on " + " and ".join(missed))
+        if misses:
+            sentences.append(f"{row['method']} does not beat " + "; nor ".join(misses) + ".")
+        else:
+            sentences.append(f"{row['method']} beats every reference on kNN and linear probe, "
+                             f"by {min(margins.values()):.1f} points or more.")
+    base = trained[0] if trained else None
+    for row in trained[1:]:
+        parts = []
+        for metric in METRICS:
+            difference = row[metric][0] - base[metric][0]
+            spread = max(row[metric][1], base[metric][1])
+            if seeds < 2:
+                verdict = "one seed, so no spread to compare with"
+            elif abs(difference) <= spread:
+                verdict = f"within the seed spread ({spread:.1f})"
+            else:
+                verdict = f"outside the seed spread ({spread:.1f})"
+            parts.append(f"{METRIC_NAMES[metric]} {difference:+.1f}, {verdict}")
+        sentences.append(f"{row['method']} minus {base['method']}: " + "; ".join(parts) + ".")
+    if len(trained) > 1:
+        sentences.append("A few CPU minutes do not measure what Un-Mix gains in the paper (hundreds of epochs).")
+    return " ".join(sentences)
+
+
+def plot_demo(runs: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], examples: Sequence[MixExample],
+              path: Path) -> Path:
     """Writes the demo figure: accuracy per epoch (left) and mixed images with their lam (right).
 
     Args:
-        histories: per run label, :func:`read_history`'s dict.
+        runs: per-seed records; a trained one has ``history`` (:func:`read_history`'s dict), drawn thin,
+            and its method's mean over seeds thick; its final kNN (60k bank) is a star after the last epoch.
+        summary: :func:`summarize`'s rows; each reference's mean kNN is a horizontal line.
         examples: from :func:`mix_examples`, shown one pair per row.
         path: the PNG to write (folders created).
-        final_knn: per label, a kNN top-1 drawn as a horizontal line (the untrained backbone's) or a
-            marker after the last epoch (a trained run's).
     """
     import matplotlib
 
@@ -318,27 +422,30 @@ def plot_demo(histories: dict[str, dict[str, list[float]]], examples: Sequence[M
     from matplotlib.ticker import MaxNLocator
 
     rows = max(1, len(examples))
-    figure = plt.figure(figsize=(10, max(4.5, 1.0 * rows)))
-    grid = figure.add_gridspec(rows, 5, width_ratios=[3.2, 0.1, 0.6, 0.6, 0.6])
+    figure = plt.figure(figsize=(11, max(5.0, 1.0 * rows)))
+    grid = figure.add_gridspec(rows, 5, width_ratios=[3.6, 0.1, 0.6, 0.6, 0.6])
     curves = figure.add_subplot(grid[:, 0])
-    colors = {}
-    for label, history in histories.items():
-        line, = curves.plot(history["epoch"], history["val_knn_acc1"], marker="o", label=f"{label}: online kNN")
-        colors[label] = line.get_color()
-        curves.plot(history["epoch"], history["val_acc1"], linestyle="--", color=line.get_color(),
-                    label=f"{label}: online linear")
-    for label, value in (final_knn or {}).items():
-        if label in histories and histories[label]["epoch"]:
-            last = histories[label]["epoch"][-1]
-            curves.plot([last + 0.15], [value], marker="*", markersize=12, linestyle="none", color=colors[label],
-                        label=f"{label}: kNN, 60k bank ({value:.1f})")
-        else:
-            curves.axhline(value, color="grey", linestyle=":", label=f"{label}: kNN, 60k bank ({value:.1f})")
+    for m, row in enumerate(r for r in summary if not _is_reference(r["method"])):
+        color = f"C{m}"
+        histories = [r["history"] for r in runs if r["method"] == row["method"] and r.get("history")]
+        for history in histories:
+            curves.plot(history["epoch"], history["val_knn_acc1"], color=color, linewidth=0.8, alpha=0.5)
+        if histories:
+            epochs = min(len(h["epoch"]) for h in histories)
+            mean = [sum(h["val_knn_acc1"][e] for h in histories) / len(histories) for e in range(epochs)]
+            curves.plot(histories[0]["epoch"][:epochs], mean, color=color, linewidth=2.5, marker="o",
+                        label=f"{row['method']}: online kNN (bank: this epoch's augmented views)")
+            last = histories[0]["epoch"][epochs - 1] + 0.1
+            curves.plot([last], [row["knn_top1"][0]], marker="*", markersize=13, linestyle="none", color=color,
+                        label=f"{row['method']}: kNN, 60k bank ({row['knn_top1'][0]:.1f})")
+    for style, row in zip((":", "--", "-."), (r for r in summary if _is_reference(r["method"]))):
+        curves.axhline(row["knn_top1"][0], color="black", linestyle=style, linewidth=1.2,
+                       label=f"{row['method']}: kNN, 60k bank ({row['knn_top1'][0]:.1f})")
     curves.set_xlabel("epoch")
     curves.set_ylabel("top-1 on the 10k test images (%)")
-    curves.set_title("Fashion-MNIST, accuracy per epoch", fontsize=10)
+    curves.set_title("Fashion-MNIST: every seed (thin) and their mean (thick)", fontsize=10)
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    curves.legend(fontsize=7, loc="best")
+    curves.legend(fontsize=7, loc="lower right")
     curves.grid(alpha=0.3)
     names = {"global": "Mixup", "region": "CutMix"}
     for row, example in enumerate(examples):
@@ -362,15 +469,21 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A markdown table: method, kNN top-1, linear top-1 (percent), pretraining seconds, images/s."""
+def _mean_std(value: tuple[float, float], seeds: int) -> str:
+    return f"{value[0]:.1f} +- {value[1]:.1f}" if seeds > 1 else f"{value[0]:.1f}"
+
+
+def render_table(summary: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of :func:`summarize`'s rows: kNN and linear top-1 (percent, mean +- std over
+    seeds; one value for a row of one seed), mean pretraining seconds and images/s."""
     lines = [
-        "| method | kNN top-1 (%) | linear top-1 (%) | pretrain time (s) | images/s |",
-        "|---|---:|---:|---:|---:|",
+        "| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretrain time (s) | images/s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
+    for row in summary:
+        n = len(row["seeds"])
         lines.append(
-            f"| {row['method']} | {_number(row.get('knn_top1'))} | {_number(row.get('linear_top1'))} "
+            f"| {row['method']} | {n} | {_mean_std(row['knn_top1'], n)} | {_mean_std(row['linear_top1'], n)} "
             f"| {_number(row.get('pretrain_seconds'), 0)} | {_number(row.get('images_per_s'), 0)} |"
         )
     return "\n".join(lines)
@@ -381,34 +494,58 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def demo(epochs: int | None = None, out: Path = Path("results")) -> list[dict[str, Any]]:
-    """Runs the demo (see the module docstring); returns the table's rows, the untrained backbone's last.
+def _scored(cfg: Config, backbone: torch.nn.Module, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with :func:`score_backbone`'s scores and the seconds they took (``eval_seconds``)."""
+    started = time.time()
+    return {**record, **score_backbone(cfg, backbone), "eval_seconds": time.time() - started}
+
+
+def demo(epochs: int | None = None, out: Path = Path("results"), seeds: int = DEFAULT_SEEDS,
+         long: bool = False) -> list[dict[str, Any]]:
+    """Runs the demo (see the module docstring); returns :func:`summarize`'s rows, the references last.
+
+    Args:
+        epochs: overrides the recipes' ``max_epochs``.
+        seeds: every recipe trains with seeds ``seed, seed + 1, ...`` (the recipe's seed first).
+        long: train :data:`LONG_RECIPES` instead of :data:`RECIPES`.
 
     Raises:
-        DataError: Fashion-MNIST cannot be had; ConfigError: a recipe or ``epochs`` is wrong.
+        DataError: Fashion-MNIST cannot be had; ConfigError: a recipe, ``epochs`` or ``seeds`` is wrong.
     """
+    for key, value in (("seeds", seeds), ("epochs", epochs)):
+        if value is not None and value < 1:  # before the data is fetched: one line, not argparse's usage
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    recipes = LONG_RECIPES if long else RECIPES
     overrides = ensure_fashion_mnist()
     if epochs is not None:
         overrides.append(f"max_epochs={epochs}")
-    configs = [demo_config(recipe, overrides) for recipe in RECIPES]  # both checked before the first trains
-    rows, histories, knn = [], {}, {}
-    for recipe, cfg in zip(RECIPES, configs):
-        print(f"== unmix_ext.demo: {cfg.name} (recipes/{recipe.relative_to(RECIPES_ROOT)})", flush=True)
-        results = run(cfg, recipe)
-        label = results["method"]
-        scores = score_backbone(cfg, load_backbone(cfg, Path(results["checkpoint"]), CLASSES))
-        knn[label] = scores["knn_top1"]
-        histories[label] = read_history(Path(results["run_dir"]))
-        rows.append({"method": label, **scores, "pretrain_seconds": results["pretrain_seconds"],
-                     "images_per_s": results["pretrain_images_per_s"]})
-    base = configs[0]
-    print(f"== unmix_ext.demo: {UNTRAINED}, for reference", flush=True)
-    scores = score_backbone(base, untrained_backbone(base))
-    knn[UNTRAINED] = scores["knn_top1"]
-    rows.append({"method": f"{UNTRAINED} (reference)", **scores})
+    first = demo_config(recipes[0], overrides).seed
+    seed_list = [first + i for i in range(seeds)]
+    # every configuration checked before the first trains
+    configs = [[demo_config(recipe, [*overrides, f"seed={seed}"]) for seed in seed_list] for recipe in recipes]
+    runs: list[dict[str, Any]] = []
+    for recipe, per_seed in zip(recipes, configs):
+        for cfg in per_seed:
+            print(f"== unmix_ext.demo: {cfg.name}, seed {cfg.seed} (recipes/{recipe.relative_to(RECIPES_ROOT)})", flush=True)
+            results = run(cfg, recipe)
+            record = {"method": results["method"], "seed": cfg.seed, "pretrain_seconds": results["pretrain_seconds"],
+                      "images_per_s": results["pretrain_images_per_s"],
+                      "history": read_history(Path(results["run_dir"]))}
+            runs.append(_scored(cfg, load_backbone(cfg, Path(results["checkpoint"]), CLASSES), record))
+    print(f"== unmix_ext.demo: {UNTRAINED} and {RAW_PIXELS}, for reference", flush=True)
+    for cfg in configs[0]:
+        runs.append(_scored(cfg, untrained_backbone(cfg), {"method": f"{UNTRAINED}{REFERENCE}", "seed": cfg.seed}))
+    base = configs[0][0]
+    runs.append(_scored(base, raw_pixels(), {"method": f"{RAW_PIXELS}{REFERENCE}", "seed": None}))
+    summary = summarize(runs)
+    note = table_note(summary)
     examples = mix_examples(real_views(base, 4 * MIX_PAIRS), torch.Generator().manual_seed(base.seed))
-    figure = plot_demo(histories, examples, out / "demo.png", final_knn=knn)
-    table = render_table(rows)
-    (out / "demo.md").write_text(f"{TABLE_TITLE}\n\n{table}\n\n{TABLE_NOTE}\n")
-    print(f"\n{TABLE_TITLE}\n{table}\n\n{TABLE_NOTE}\n\nwritten: {figure} and {out / 'demo.md'}")
-    return rows
+    figure = plot_demo(runs, summary, examples, out / "demo.png")
+    table = render_table(summary)
+    (out / "demo.md").write_text(f"{TABLE_TITLE}\n\n{table}\n\n{note}\n")
+    (out / "demo.json").write_text(json.dumps(
+        {"title": TABLE_TITLE, "seeds": seed_list, "recipes": [f"recipes/{r.relative_to(RECIPES_ROOT)}" for r in recipes],
+         "overrides": overrides, "runs": runs, "summary": summary,
+         "note": note}, indent=2) + "\n")
+    print(f"\n{TABLE_TITLE}\n{table}\n\n{note}\n\nwritten: {figure}, {out / 'demo.md'} and {out / 'demo.json'}")
+    return summary
