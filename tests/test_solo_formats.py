@@ -22,7 +22,7 @@ from unmix_ext.runner.config import config_to_dict, load_config
 from unmix_ext.runner.fake_data import write_fake_dataset
 from unmix_ext.runner.guard import CheckpointError, NanGuard
 from unmix_ext.runner.pipeline import load_split, pretrain_loader, pretrain_transform
-from unmix_ext.runner.run import main
+from unmix_ext.run import main
 from unmix_ext.runner.run import _prepare_run_dir
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.runner.trainer import device_plan, pretrain_trainer
