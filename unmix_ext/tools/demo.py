@@ -362,8 +362,8 @@ def _is_reference(method: str) -> bool:
 def table_note(summary: Sequence[dict[str, Any]]) -> str:
     """How to read the table, computed from its numbers (:func:`summarize`'s rows).
 
-    Says, per trained method, whether its mean beats every reference on both scores (and by how
-    much), and, per Un-Mix method, whether its difference to the base method (the first trained
+    Says, per trained method, which references its mean beats on both scores (and by how much)
+    and which it does not, and, per Un-Mix method, whether its difference to the base method (the first trained
     row) is within the seed spread: ``|mean difference| <= the larger of the two standard deviations``.
     """
     trained = [row for row in summary if not _is_reference(row["method"])]
@@ -381,7 +381,10 @@ def table_note(summary: Sequence[dict[str, Any]]) -> str:
             if missed:
                 misses.append(f"{ref['method']} on " + " and ".join(missed))
         if misses:
-            sentences.append(f"{row['method']} does not beat " + "; nor ".join(misses) + ".")
+            lead = {ref["method"]: min(margins[ref["method"], m] for m in METRICS) for ref in references}
+            beaten = [f"{name} on both, by {value:.1f} points or more" for name, value in lead.items() if value > 0]
+            gains = f"; it beats {' and '.join(beaten)}" if beaten else ""
+            sentences.append(f"{row['method']} does not beat " + "; nor ".join(misses) + gains + ".")
         else:
             sentences.append(f"{row['method']} beats every reference on kNN and linear probe, "
                              f"by {min(margins.values()):.1f} points or more.")
