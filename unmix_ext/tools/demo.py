@@ -42,6 +42,7 @@ import copy
 import csv
 import json
 import os
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -323,10 +324,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation of ``values`` (std 0.0 for a single value)."""
     if not values:
         raise ValueError("values: need at least one value")
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
