@@ -161,6 +161,7 @@ def test_defaults_filled(tmp_path):
     assert cfg.wandb.offline is True and cfg.wandb.enabled is False
     assert cfg.eval.knn.k == 200 and cfg.eval.knn.temperature == 0.1
     assert cfg.max_steps == -1 and cfg.precision == "32-true" and cfg.scale == "full"
+    assert cfg.scheduler.interval == "step"  # solo-learn 1.0.6+'s default
     assert cfg.data.download is False and cfg.data.fraction == 1.0
     assert cfg.name == "byol-stl10"
     assert resolved_method(cfg) == "byol"
@@ -377,6 +378,7 @@ def test_bad_override(tmp_path, override, starts):
         ({"scheduler": {"name": "poly"}}, "scheduler.name: expected one of"),
         ({"scheduler": {"name": "step", "lr_decay_steps": None}}, "scheduler.lr_decay_steps: required"),
         ({"scheduler": {"lr_decay_steps": [80, 50]}}, "scheduler.lr_decay_steps: must be"),
+        ({"scheduler": {"interval": "batch"}}, "scheduler.interval: expected one of step, epoch, got 'batch'"),
         ({"eval": {"knn": {"temperature": 0}}}, "eval.knn.temperature: must be > 0"),
         ({"eval": {"linear": {"scheduler": "step", "lr_decay_steps": []}}}, "eval.linear.lr_decay_steps: "),
         ({"augmentations": [{"rrc": {"crop_min_scale": 0.9, "crop_max_scale": 0.5}}]},

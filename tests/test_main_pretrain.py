@@ -60,6 +60,7 @@ def test_every_flag_of_a_solo_bash_script_is_translated(tmp_path):
     assert (cfg.optimizer.lr, cfg.optimizer.batch_size) == (1.0, 128)
     assert cfg.optimizer.classifier_lr * 128 * 2 / 256 == pytest.approx(0.1)
     assert (cfg.optimizer.weight_decay, cfg.scheduler.name) == (1e-5, "warmup_cosine")
+    assert cfg.scheduler.interval == "epoch"  # 1.0.2 had no other
     assert [g.gaussian_blur.prob for g in cfg.augmentations] == [1.0, 0.1]
     assert [g.solarization.prob for g in cfg.augmentations] == [0.0, 0.2]
     assert [g.num_crops for g in cfg.augmentations] == [1, 1]

@@ -25,7 +25,7 @@ from unmix_ext.runner.pipeline import load_split, pretrain_loader, pretrain_tran
 from unmix_ext.run import main
 from unmix_ext.runner.run import _prepare_run_dir
 from unmix_ext.runner.rundir import RunDir
-from unmix_ext.runner.trainer import device_plan, pretrain_trainer
+from unmix_ext.runner.trainer import StepwiseSchedule, device_plan, pretrain_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -146,6 +146,7 @@ def test_every_setting_of_a_solo_yaml_reaches_what_is_built(tmp_path):
         "scheduler.warmup_start_lr": (model.warmup_start_lr, pytest.approx(0.01 * 3)),
         "scheduler.min_lr": (model.min_lr, pytest.approx(0.001 * 3)),
         "scheduler.lr_decay_steps": (model.lr_decay_steps, None),
+        "scheduler.interval": (any(isinstance(c, StepwiseSchedule) for c in trainer.callbacks), True),
         "checkpoint.enabled": (checkpoints is not None, True),
         "checkpoint.dir": (Path(checkpoints.dirpath), run_dir / "checkpoints"),
         "checkpoint.frequency": (checkpoints._every_n_epochs, 2),

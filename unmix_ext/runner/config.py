@@ -50,6 +50,8 @@ NEWER_SOLO_METHODS = ("all4one", "mae", "mocov3", "supcon", "vibcreg")
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
+#: when the learning rate moves: after every optimizer step (solo-learn 1.0.6+'s default) or once per epoch (1.0.2's only way)
+SCHEDULER_INTERVALS = ("step", "epoch")
 #: how data files can be read: each dataset's own layout, or solo-learn's DALI loader (which the runner
 #: refuses with one line at full scale and replaces by the former at smoke scale)
 DATA_FORMATS = ("image_folder", "dali")
@@ -279,13 +281,19 @@ class Optimizer:
 
 @dataclass
 class Scheduler:
-    """Learning-rate schedule (per epoch); ``lr_decay_steps`` (epochs) is required by ``step``."""
+    """Learning-rate schedule; ``lr_decay_steps`` (epochs) is required by ``step``.
+
+    ``warmup_epochs`` and ``lr_decay_steps`` count epochs whatever ``interval`` is; with
+    ``interval: step`` the lr moves after every optimizer step along the same curve, as in
+    solo-learn 1.0.6 and later (whose default it is).
+    """
 
     name: str = _field("warmup_cosine", choices=SCHEDULERS)
     warmup_epochs: int = _field(10, ge=0)
     warmup_start_lr: float = _field(0.003, ge=0)
     min_lr: float = _field(0.0, ge=0)
     lr_decay_steps: Optional[List[int]] = _field(None, check=_increasing_epochs)
+    interval: str = _field("step", choices=SCHEDULER_INTERVALS)
 
 
 @dataclass

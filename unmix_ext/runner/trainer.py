@@ -19,12 +19,16 @@
   draws are seeded by the global step. :func:`check_resumable` refuses, in one
   line, a checkpoint that cannot be read or belongs to another method.
 - Non-finite losses stop the run or are skipped (:class:`unmix_ext.runner.guard.NanGuard`).
+- ``scheduler.interval: step`` moves solo-learn 1.0.2's per-epoch schedules after every
+  optimizer step (:class:`StepwiseSchedule`).
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +189,36 @@ def check_resumable(path: Path, model: pl.LightningModule, method: str) -> None:
         )
 
 
+class StepwiseSchedule(Callback):
+    """Steps solo-learn 1.0.2's learning-rate schedule after every optimizer step instead of every epoch.
+
+    solo-learn 1.0.2 builds its schedulers in epochs (``warmup_epochs``, ``max_epochs``,
+    ``lr_decay_steps``) for Lightning's default ``interval: "epoch"``. At the start of training
+    this rewrites those lengths in optimizer steps, ``epochs * steps_per_epoch``, with the total
+    Lightning's ``estimated_stepping_batches`` (so ``max_steps`` ends the curve too), and sets the
+    interval to ``"step"``: the lr follows the same curve, sampled every step, as solo-learn 1.0.6+
+    does with ``scheduler.interval: step``. The lengths are set from the method's own epoch
+    counts, not scaled, so a resumed run (whose scheduler state was saved in steps) gets the same.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        total = trainer.estimated_stepping_batches
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if hasattr(scheduler, "warmup_epochs"):  # the pl_bolts shim's LinearWarmupCosineAnnealingLR
+                scheduler.warmup_epochs = pl_module.warmup_epochs * steps_per_epoch
+                scheduler.max_epochs = total
+            elif isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                scheduler.T_max = total
+            elif isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
+                scheduler.milestones = Counter(epoch * steps_per_epoch for epoch in pl_module.lr_decay_steps)
+            else:  # a method's own scheduler: its lengths are not known here
+                raise ConfigError(f"scheduler.interval: step cannot rescale {type(scheduler).__name__}, which "
+                                  f"{type(pl_module).__name__} builds itself; set scheduler.interval=epoch")
+            config.interval = "step"
+
+
 class RunProgress(Callback):
     """Reports where training starts and measures training throughput.
 
@@ -268,6 +302,8 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: in
         LearningRateMonitor(logging_interval="step"), progress,
         NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)),
     ]
+    if cfg.scheduler.interval == "step" and cfg.scheduler.name != "none":
+        callbacks.append(StepwiseSchedule())
     if cfg.checkpoint.enabled:
         callbacks.append(
             ModelCheckpoint(

@@ -269,7 +269,8 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
         "augmentations": _augmentations(parser, args),
         "optimizer": _optimizer(args, gpus),
         "scheduler": {"name": args.scheduler, "lr_decay_steps": args.lr_decay_steps, "min_lr": args.min_lr,
-                      "warmup_start_lr": args.warmup_start_lr, "warmup_epochs": args.warmup_epochs},
+                      "warmup_start_lr": args.warmup_start_lr, "warmup_epochs": args.warmup_epochs,
+                      "interval": "epoch"},  # 1.0.2 steps its schedules once per epoch (it has no other way)
         "checkpoint": {"enabled": args.save_checkpoint, "dir": str(args.checkpoint_dir),
                        "frequency": args.checkpoint_frequency},
         "auto_resume": {"enabled": args.auto_resume, "max_hours": args.auto_resumer_max_hours},
