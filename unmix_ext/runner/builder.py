@@ -314,5 +314,6 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
 
 
 def build_method(cfg: Config, num_classes: int, world_size: int = 1):
-    """The recipe's solo-learn method, a ``pytorch_lightning.LightningModule``."""
-    return method_class(cfg)(**solo_method_kwargs(cfg, num_classes, world_size))
+    """The recipe's solo-learn method, a ``pytorch_lightning.LightningModule`` (channels-last if the recipe says so)."""
+    model = method_class(cfg)(**solo_method_kwargs(cfg, num_classes, world_size))
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
