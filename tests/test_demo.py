@@ -72,11 +72,12 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
 
 
-def test_the_long_recipes_only_raise_the_budget():
+def test_the_long_recipes_raise_the_budget_and_move_the_lr_every_step():
     short, long = (config_to_dict(demo.demo_config(path, [])) for path in (demo.RECIPES[0], demo.LONG_RECIPES[0]))
     changed = {key for key in short if short[key] != long[key]}
-    assert changed == {"name", "data", "max_epochs"} and long["max_epochs"] > short["max_epochs"]
+    assert changed == {"name", "data", "max_epochs", "scheduler"} and long["max_epochs"] > short["max_epochs"]
     assert {k for k in short["data"] if short["data"][k] != long["data"][k]} == {"fraction"}
+    assert {k for k in short["scheduler"] if short["scheduler"][k] != long["scheduler"][k]} == {"interval"}
 
 
 def test_demo_recipes_keep_the_online_knn_and_leave_offline_scores_to_the_demo(recipes):
