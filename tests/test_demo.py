@@ -72,10 +72,12 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
 
 
-def test_the_long_recipes_raise_the_budget_and_move_the_lr_every_step():
+def test_the_long_recipes_raise_the_budget_move_the_lr_every_step_and_nothing_else():
     short, long = (config_to_dict(demo.demo_config(path, [])) for path in (demo.RECIPES[0], demo.LONG_RECIPES[0]))
     changed = {key for key in short if short[key] != long[key]}
-    assert changed == {"name", "data", "max_epochs", "scheduler"} and long["max_epochs"] > short["max_epochs"]
+    # channels_last changes the memory order of the weights, not the numbers (up to rounding)
+    assert changed == {"name", "data", "max_epochs", "scheduler", "channels_last"}
+    assert long["max_epochs"] > short["max_epochs"]
     assert {k for k in short["data"] if short["data"][k] != long["data"][k]} == {"fraction"}
     assert {k for k in short["scheduler"] if short["scheduler"][k] != long["scheduler"][k]} == {"interval"}
 
