@@ -267,19 +267,21 @@ def test_note_says_which_reference_is_not_beaten():
     assert "simclr beats every reference" not in short and "simclr_unmix beats every reference" in short
 
 
-def test_raw_pixel_reference_scores_the_flattened_normalised_images(tmp_path):
+def test_raw_pixel_reference_scores_one_channel_of_the_normalised_images(tmp_path):
     from unmix_ext.runner.evaluate import knn_accuracy_of_features
     from unmix_ext.runner.fake_data import write_fake_dataset
     from unmix_ext.runner.pipeline import eval_transform
 
     root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)
     cfg = demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "eval.knn.k=5"])
-    images = torch.rand(2, 3, 28, 28)
-    assert torch.equal(demo.raw_pixels()(images), images.reshape(2, 3 * 28 * 28))
-    scores = demo.score_backbone(cfg, demo.raw_pixels())
+    data = demo.scoring_set(cfg)
+    assert torch.equal(data.test_images[:, 0], data.test_images[:, 2])  # grey: the loader repeats the channel
+    assert torch.equal(demo.GreyPixels()(data.test_images[:2]), data.test_images[:2, 0].reshape(2, 28 * 28))
+    scores = demo.score_backbone(cfg, data, demo.GreyPixels())
     splits = [load_split(cfg, split, eval_transform(cfg)) for split in ("train", "val")]
     pixels = [(torch.stack([ds[i][0] for i in range(len(ds))]).flatten(1), torch.as_tensor(ds.targets))
               for ds in splits]
+    # all three channels, decoded one image at a time: the same neighbours
     expected = knn_accuracy_of_features(*pixels[0], *pixels[1], num_classes=10, k=5, temperature=0.1)
     assert scores["knn_top1"] == pytest.approx(expected["knn_top1"])
 
@@ -335,7 +337,8 @@ def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figu
         return {"method": resolved_method(cfg), "checkpoint": str(run_dir / "last.ckpt"), "run_dir": str(run_dir),
                 "metrics": {}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
 
-    def fake_score(cfg, backbone):
+    def fake_score(cfg, data, backbone):
+        assert data == "scoring set"
         scored.append((backbone, cfg.seed))
         value = 80.0 + len(scored)
         return {"knn_top1": value, "linear_top1": value + 2}
@@ -344,7 +347,8 @@ def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figu
     monkeypatch.setattr(demo, "run", fake_run)
     monkeypatch.setattr(demo, "load_backbone", lambda cfg, checkpoint, classes: f"trained {Path(checkpoint).parent}")
     monkeypatch.setattr(demo, "untrained_backbone", lambda cfg: f"untrained {cfg.seed}")
-    monkeypatch.setattr(demo, "raw_pixels", lambda: "pixels")
+    monkeypatch.setattr(demo, "GreyPixels", lambda: "pixels")
+    monkeypatch.setattr(demo, "scoring_set", lambda cfg: "scoring set")
     monkeypatch.setattr(demo, "score_backbone", fake_score)
     monkeypatch.setattr(demo, "real_views", lambda cfg, count: torch.rand(count, 3, 28, 28))
 
@@ -381,6 +385,9 @@ def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
     root = write_fake_dataset("fashion_mnist", tmp_path / "fmnist", num_per_class=6)  # 60 train, 30 test images
     cfg = demo.demo_config(demo.RECIPES[0], [f"data.train_path={root}", "data.num_workers=0", "data.fraction=0.5",
                                              "eval.knn.k=5"])
+    data = demo.scoring_set(cfg)
+    assert (len(data.train_images), len(data.test_images)) == (60, 30)
+    assert torch.equal(data.train_targets.bincount(), torch.full((10,), 6))
     seen = []
 
     class Pixels(torch.nn.Module):  # a "backbone" that counts the images it embeds
@@ -388,7 +395,7 @@ def test_scores_use_every_training_image_whatever_the_fraction(tmp_path):
             seen.append(len(images))
             return images.flatten(1)
 
-    scores = demo.score_backbone(cfg, Pixels())
+    scores = demo.score_backbone(cfg, data, Pixels())
     assert sum(seen) == 60 + 30
     assert set(scores) == {"knn_top1", "linear_top1"} and all(0 <= v <= 100 for v in scores.values())
 
