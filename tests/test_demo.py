@@ -72,14 +72,20 @@ def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     assert same == config_to_dict(base)  # same seed, data, budget and evaluation
 
 
-def test_the_long_recipes_raise_the_budget_move_the_lr_every_step_and_nothing_else():
+def test_the_long_recipes_raise_the_budget_and_change_only_what_they_say():
     short, long = (config_to_dict(demo.demo_config(path, [])) for path in (demo.RECIPES[0], demo.LONG_RECIPES[0]))
     changed = {key for key in short if short[key] != long[key]}
     # channels_last changes the memory order of the weights, not the numbers (up to rounding)
-    assert changed == {"name", "data", "max_epochs", "scheduler", "channels_last"}
+    assert changed == {"name", "data", "max_epochs", "scheduler", "channels_last", "method_kwargs", "augmentations"}
     assert long["max_epochs"] > short["max_epochs"]
     assert {k for k in short["data"] if short["data"][k] != long["data"][k]} == {"fraction"}
     assert {k for k in short["scheduler"] if short["scheduler"][k] != long["scheduler"][k]} == {"interval"}
+    assert {k for k in short["method_kwargs"] if short["method_kwargs"][k] != long["method_kwargs"][k]} == {
+        "temperature"}
+    (group,), (long_group,) = short["augmentations"], long["augmentations"]
+    assert {k for k in group if group[k] != long_group[k]} == {"rrc"}
+    assert {k for k in group["rrc"] if group["rrc"][k] != long_group["rrc"][k]} == {"crop_min_scale"}
+    assert long_group["rrc"]["crop_min_scale"] < group["rrc"]["crop_min_scale"]  # stronger crops
 
 
 def test_demo_recipes_keep_the_online_knn_and_leave_offline_scores_to_the_demo(recipes):
