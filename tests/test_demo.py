@@ -12,6 +12,7 @@ from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
 from unmix_ext.runner.pipeline import load_split
+from unmix_ext.runner import trainer
 from unmix_ext.runner.run import check_runtime
 from unmix_ext.tools import demo
 
@@ -103,6 +104,21 @@ def test_epochs_override_reaches_both_runs():
 
 
 @pytest.mark.skipif(not demo.has_fashion_mnist(FASHION_MNIST_ROOT), reason="Fashion-MNIST is not installed")
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_the_demo_trains_in_32_bit_where_the_cpu_would_emulate_bf16(native, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: native)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    recipes = [demo.demo_config(path, []) for path in (*demo.RECIPES, *demo.LONG_RECIPES)]
+    assert {cfg.precision for cfg in recipes} == {"bf16-mixed"}
+    overrides = demo.precision_overrides(recipes[0])
+    printed = capsys.readouterr().out
+    if native:
+        assert overrides == [] and printed == ""
+        return
+    assert overrides == ["precision=32-true"] and printed.count("\n") == 1 and "32-true" in printed
+    assert {demo.demo_config(path, overrides).precision for path in (*demo.RECIPES, *demo.LONG_RECIPES)} == {"32-true"}
+
+
 def test_the_runner_validates_on_the_official_test_split(recipes):
     val = load_split(recipes[0], "val", None)
     assert len(val) == 10_000  # t10k; the train files hold 60,000

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from unmix_ext.runner.config import ConfigError, config_hash, load_config
 from unmix_ext.runner.fake_data import write_fake_dataset
 from unmix_ext.runner.files import atomic_write
 from unmix_ext.run import main
+from unmix_ext.runner import run as run_module
+from unmix_ext.runner import trainer
 from unmix_ext.runner.run import run
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.runner.smoke import effective
@@ -351,3 +354,46 @@ def test_device_indices_need_gpus(tmp_path):
         pytest.skip("a GPU machine accepts device index 0")
     with pytest.raises(ConfigError, match=r"^devices: "):
         run(cfg)
+
+
+# --------------------------------------------------------------------------- bf16 on a CPU without it
+
+def test_the_bf16_check_reads_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or platform.machine() != "x86_64":
+        pytest.skip("the CPU's flags are read from Linux's /proc/cpuinfo on x86")
+    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for flag in line.split()}
+    assert trainer.cpu_has_bf16_instructions() == ("avx512_bf16" in flags)
+
+
+@pytest.mark.parametrize("precision, accelerator, native, warned", [
+    ("bf16-mixed", "cpu", False, True),
+    ("bf16-true", "cpu", False, True),
+    ("bf16-mixed", "cpu", True, False),
+    ("32-true", "cpu", False, False),
+    ("bf16-mixed", "gpu", False, False),
+])
+def test_bf16_on_a_cpu_that_emulates_it_is_one_warning_line(precision, accelerator, native, warned, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: native)
+    cfg = load_config(write_recipe(tmp_path, SOLO_STYLE), [f"precision={precision}"])
+    notice = trainer.emulated_bf16_notice(cfg, trainer.DevicePlan(accelerator, "auto", 1))
+    if not warned:
+        assert notice is None
+        return
+    assert "\n" not in notice and f"precision {precision}" in notice and "precision=32-true" in notice
+
+
+def test_run_prints_the_bf16_warning_before_it_reads_the_data(tmp_path, monkeypatch, capsys):
+    class DataReached(Exception):
+        pass
+
+    def load_split(*args, **kwargs):
+        raise DataReached
+
+    monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(run_module, "load_split", load_split)
+    cfg = load_config(write_recipe(tmp_path, SOLO_STYLE), ["precision=bf16-mixed", "accelerator=cpu"])
+    with pytest.raises(DataReached):
+        run(cfg)
+    assert capsys.readouterr().out.splitlines() == [trainer.emulated_bf16_notice(cfg, trainer.device_plan(cfg))]

@@ -68,6 +68,7 @@ from unmix_ext.runner.trainer import (
     DevicePlan,
     check_resumable,
     device_plan,
+    emulated_bf16_notice,
     pretrain_trainer,
 )
 
@@ -217,6 +218,9 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     smoke = effective(cfg)
     cfg = smoke.cfg
     plan = check_runtime(cfg)
+    notice = emulated_bf16_notice(cfg, plan)
+    if notice and rank_zero_only.rank == 0:
+        print(notice, flush=True)
     _absolute_paths(cfg)
 
     pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg), smoke.limits.get("pretrain"))

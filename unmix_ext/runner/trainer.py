@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import random
 import time
 from collections import Counter
@@ -85,6 +86,26 @@ def device_plan(cfg: Config) -> DevicePlan:
     world_size = count * cfg.num_nodes
     strategy = "ddp" if cfg.strategy == "auto" and world_size > 1 else cfg.strategy
     return DevicePlan(accelerator, strategy, world_size)
+
+
+def cpu_has_bf16_instructions() -> bool:
+    """Whether this CPU computes in bf16 in hardware: AVX512-BF16 on x86, oneDNN's own check elsewhere (ARM).
+
+    Without them torch emulates bf16. Measured with the demo's network (a ResNet-10-like timm model, a
+    training step on 256 images of 28 px, 2 cores): on an AMD EPYC with AVX512-BF16, 0.34 s in bf16 and
+    0.67 s in fp32; on an AMD EPYC with AVX2 only, 10.8 s in bf16 and 0.53 s in fp32.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return torch.cpu._is_avx512_bf16_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def emulated_bf16_notice(cfg: Config, plan: DevicePlan) -> str | None:
+    """One line warning that ``cfg.precision`` asks for bf16 on a CPU that can only emulate it, else None."""
+    if plan.accelerator != "cpu" or not str(cfg.precision).startswith("bf16") or cpu_has_bf16_instructions():
+        return None
+    return (f"unmix_ext: precision {cfg.precision}: this CPU has no bf16 instructions, so torch emulates them and a "
+            "step can take 20 times as long as with precision=32-true")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -66,6 +66,7 @@ from unmix_ext.runner.pipeline import (
 )
 from unmix_ext.runner.run import run
 from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.trainer import device_plan, emulated_bf16_notice
 
 RECIPES = (RECIPES_ROOT / "demo" / "simclr.yaml", RECIPES_ROOT / "demo" / "simclr_unmix.yaml")
 #: ``--long``: the same two runs with a longer budget
@@ -183,6 +184,17 @@ def ensure_fashion_mnist(root: Path = FASHION_MNIST_ROOT, download_root: Path = 
 def demo_config(recipe: Path, overrides: Sequence[str]) -> Config:
     """A demo recipe with ``overrides``."""
     return load_config(recipe, overrides, known_methods=ssl_methods())
+
+
+def precision_overrides(cfg: Config) -> list[str]:
+    """``["precision=32-true"]`` where ``cfg``'s bf16 would be emulated on this CPU (see
+    :func:`unmix_ext.runner.trainer.cpu_has_bf16_instructions`), else ``[]``: the demo's budget is a
+    few minutes on whichever CPU runs it, and emulated bf16 is about 20 times slower than fp32."""
+    notice = emulated_bf16_notice(cfg, device_plan(cfg))
+    if notice is None:
+        return []
+    print(f"{notice}; the demo trains and scores in 32-true", flush=True)
+    return ["precision=32-true"]
 
 
 @dataclass(frozen=True)
@@ -552,7 +564,9 @@ def demo(epochs: int | None = None, out: Path = Path("results"), seeds: int = DE
     overrides = ensure_fashion_mnist()
     if epochs is not None:
         overrides.append(f"max_epochs={epochs}")
-    first = demo_config(recipes[0], overrides).seed
+    first_cfg = demo_config(recipes[0], overrides)
+    overrides += precision_overrides(first_cfg)
+    first = first_cfg.seed
     seed_list = [first + i for i in range(seeds)]
     # every configuration checked before the first trains
     configs = [[demo_config(recipe, [*overrides, f"seed={seed}"]) for seed in seed_list] for recipe in recipes]
