@@ -32,7 +32,7 @@ Every score is top-1 in percent on Fashion-MNIST's official test split (the
 
 Example::
 
-    python -m unmix_ext.demo                 # 2 seeds, about ten minutes on 2 CPU cores
+    python -m unmix_ext.demo                 # 2 seeds, about ten minutes on 2 CPU cores with bf16 instructions
     python -m unmix_ext.demo --seeds 5       # the table's spread over 5 seeds
     python -m unmix_ext.demo --long          # the longer budget of recipes/demo/*_long.yaml
 """
