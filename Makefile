@@ -33,9 +33,10 @@ test: install
 	$(PY) -m pytest -q
 
 # SEEDS=5: more seeds per recipe than the demo's 2 (the table shows mean +- std); LONG=1: the longer
-# recipes (recipes/demo/*_long.yaml)
+# recipes (recipes/demo/*_long.yaml); REUSE=1: score the runs already finished with the same recipe and
+# seed instead of training them again (make demo SEEDS=3 REUSE=1 after make demo trains only the third seed)
 demo: install
-	$(PY) -m unmix_ext.demo $(if $(SEEDS),--seeds $(SEEDS)) $(if $(LONG),--long) $(DEMO_ARGS)
+	$(PY) -m unmix_ext.demo $(if $(SEEDS),--seeds $(SEEDS)) $(if $(LONG),--long) $(if $(REUSE),--reuse) $(DEMO_ARGS)
 
 # What Un-Mix costs next to each base method (step, mixing, whole pipeline), as ratios measured
 # interleaved on this machine: results/bench.md (about ten minutes on 2 CPU cores; see benchmarks/).

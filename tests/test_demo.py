@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from unmix_ext.runner.builder import ssl_methods
-from unmix_ext.runner.config import config_to_dict, resolved_method
+from unmix_ext.runner.config import config_hash, config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
 from unmix_ext.runner.pipeline import load_split
 from unmix_ext.runner import trainer
 from unmix_ext.runner.run import check_runtime
+from unmix_ext.runner.rundir import RunDir
 from unmix_ext.tools import demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -345,19 +347,29 @@ def test_bad_counts_are_one_error_line(argv, message, tmp_path, monkeypatch, cap
     assert capsys.readouterr().err == message
 
 
-@pytest.mark.parametrize("seeds, long", [(3, False), (1, True)])
-def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figure(
-        seeds, long, tmp_path, monkeypatch, capsys):
-    """The orchestration, with training and evaluation stubbed: what reaches the runner, what comes out."""
+@pytest.fixture
+def stubbed_demo(tmp_path, monkeypatch):
+    """The demo with training and evaluation stubbed; returns what was trained and what was scored.
+
+    The stub trains as the runner does where it matters here: into ``RunDir.of(cfg)`` (under
+    ``tmp_path``), leaving ``results.json`` with the config hash and a last checkpoint.
+    """
+    monkeypatch.chdir(tmp_path)
     ran, scored = [], []
 
     def fake_run(cfg, recipe):
-        run_dir = tmp_path / f"{cfg.name}-{cfg.seed}"
-        _write_metrics(run_dir / "logs" / "pretrain" / "version_0" / "metrics.csv",
+        run_dir = RunDir.of(cfg)
+        shutil.rmtree(run_dir.path, ignore_errors=True)  # as a run that starts over
+        _write_metrics(run_dir.path / "logs" / "pretrain" / "version_0" / "metrics.csv",
                        [{"epoch": 0, "val_acc1": 50.0, "val_knn_acc1": 60.0 + cfg.seed}])
         ran.append((recipe.name, cfg.seed, cfg.max_epochs, resolved_method(cfg)))
-        return {"method": resolved_method(cfg), "checkpoint": str(run_dir / "last.ckpt"), "run_dir": str(run_dir),
-                "metrics": {}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
+        results = {"method": resolved_method(cfg), "recipe_hash": config_hash(cfg),
+                   "checkpoint": str(run_dir.last_checkpoint), "run_dir": str(run_dir.path),
+                   "metrics": {}, "pretrain_seconds": 10.0, "pretrain_images_per_s": 100.0}
+        run_dir.checkpoints.mkdir(parents=True)
+        run_dir.last_checkpoint.write_bytes(b"")
+        run_dir.results.write_text(json.dumps(results))
+        return results
 
     def fake_score(cfg, data, backbone):
         assert data == "scoring set"
@@ -373,7 +385,14 @@ def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figu
     monkeypatch.setattr(demo, "scoring_set", lambda cfg: "scoring set")
     monkeypatch.setattr(demo, "score_backbone", fake_score)
     monkeypatch.setattr(demo, "real_views", lambda cfg, count: torch.rand(count, 3, 28, 28))
+    return ran, scored
 
+
+@pytest.mark.parametrize("seeds, long", [(3, False), (1, True)])
+def test_demo_trains_every_recipe_with_every_seed_and_writes_table_json_and_figure(
+        seeds, long, tmp_path, stubbed_demo, capsys):
+    """The orchestration, with training and evaluation stubbed: what reaches the runner, what comes out."""
+    ran, scored = stubbed_demo
     summary = demo.demo(epochs=2, out=tmp_path / "out", seeds=seeds, long=long)
     recipes = demo.LONG_RECIPES if long else demo.RECIPES
     first = demo.demo_config(recipes[0], []).seed
@@ -472,3 +491,32 @@ def test_real_views_are_what_the_pretraining_loader_serves_in_unit_range(augment
     cfg = _fake_recipe(tmp_path, f"data.augment={augment}")
     views = demo.real_views(cfg, 4 * demo.MIX_PAIRS)
     assert views.shape == (4 * demo.MIX_PAIRS, 3, 28, 28) and 0.0 <= views.min() and views.max() <= 1.0
+
+
+def test_reuse_scores_the_finished_runs_of_the_same_config_and_trains_the_rest(tmp_path, stubbed_demo, capsys):
+    ran, scored = stubbed_demo
+    demo.demo(epochs=2, out=tmp_path / "out", seeds=1)
+    first = demo.demo_config(demo.RECIPES[0], []).seed
+    # a finished run of another config in the same place is not this one: trained again
+    unmix_results = next((tmp_path / "runs").rglob("demo-simclr_unmix-*/results.json"))
+    unmix_results.write_text(json.dumps({**json.loads(unmix_results.read_text()), "recipe_hash": "0" * 12}))
+    # one trained in another clone: its results name paths that are not there
+    simclr_results = next((tmp_path / "runs").rglob("demo-simclr-*/results.json"))
+    simclr_results.write_text(json.dumps({**json.loads(simclr_results.read_text()),
+                                          "checkpoint": "/elsewhere/last.ckpt", "run_dir": "/elsewhere"}))
+    ran.clear()
+
+    demo.demo(epochs=2, out=tmp_path / "out", seeds=2, reuse=True)
+    assert ran == [("simclr.yaml", first + 1, 2, "simclr"),
+                   ("simclr_unmix.yaml", first, 2, "simclr_unmix"), ("simclr_unmix.yaml", first + 1, 2, "simclr_unmix")]
+    runs = json.loads((tmp_path / "out" / "demo.json").read_text())["runs"]
+    assert [(r["method"], r["seed"], r["reused"]) for r in runs[:4]] == [
+        ("simclr", first, True), ("simclr", first + 1, False),
+        ("simclr_unmix", first, False), ("simclr_unmix", first + 1, False)]
+    # the reused run is scored from its own checkpoint, as a trained one is
+    simclr_dirs = {path.parent for path in (tmp_path / "runs").rglob("demo-simclr-*/results.json")}
+    assert {backbone for backbone, _ in scored[-7:-3]} >= {f"trained {d / 'checkpoints'}" for d in simclr_dirs}
+    assert "reusing the finished run in" in capsys.readouterr().out
+    ran.clear()
+    demo.demo(epochs=2, out=tmp_path / "out", seeds=2)  # without --reuse every seed trains
+    assert len(ran) == 4

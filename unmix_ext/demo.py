@@ -18,6 +18,9 @@ COMMAND = Command(
         argument("--seeds", type=int, default=argparse.SUPPRESS,
                  help="seeds per recipe (default 2): the table shows mean +- std over them"),
         argument("--long", action="store_true", help="the longer budget of recipes/demo/*_long.yaml"),
+        argument("--reuse", action="store_true",
+                 help="score runs already finished under runs/demo with the same recipe, overrides and seed "
+                      "instead of training them again"),
         argument("--out", type=Path, default=Path("results"),
                  help="where demo.png, demo.md and demo.json go (default results/)"),
     ),

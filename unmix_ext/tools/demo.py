@@ -13,7 +13,8 @@ What ``make demo`` runs. In order:
    ``--long``: their ``*_long.yaml`` versions) pretrain through
    :func:`unmix_ext.runner.run.run` with each of ``--seeds`` seeds (2 by default:
    the recipe's seed, then the next ones), validating the online classifier
-   and kNN every epoch;
+   and kNN every epoch; with ``--reuse``, a seed whose run already finished
+   with the same config is scored from its checkpoint, not trained again;
 3. each frozen backbone is scored with the features of all 60,000 training
    images: the weighted kNN (k=200, temperature 0.1) and a linear probe
    (softmax regression fitted by L-BFGS on the standardised features, no
@@ -35,6 +36,7 @@ Example::
     python -m unmix_ext.demo                 # 2 seeds, about ten minutes on 2 CPU cores with bf16 instructions
     python -m unmix_ext.demo --seeds 5       # the table's spread over 5 seeds
     python -m unmix_ext.demo --long          # the longer budget of recipes/demo/*_long.yaml
+    python -m unmix_ext.demo --seeds 3 --reuse   # after the first: trains only the third seed
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mi
 from unmix_ext.mixing import UnMix
 from unmix_ext.recipes import ROOT as RECIPES_ROOT
 from unmix_ext.runner.builder import build_method, ssl_methods
-from unmix_ext.runner.config import Config, ConfigError, load_config
+from unmix_ext.runner.config import Config, ConfigError, config_hash, load_config
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError, build_dataset
 from unmix_ext.runner.evaluate import extract_features, knn_accuracy_of_features
 from unmix_ext.runner.linear import load_backbone
@@ -286,6 +288,24 @@ def untrained_backbone(cfg: Config) -> torch.nn.Module:
     """The backbone every run starts from: built after seeding with ``cfg.seed``, as the runner does."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return build_method(cfg, CLASSES).encoder
+
+
+def finished_run(cfg: Config) -> dict[str, Any] | None:
+    """The results of a finished run of exactly ``cfg`` in its run directory (:meth:`RunDir.of`), else None.
+
+    The runner removes ``results.json`` when a run starts and writes it after the last epoch, so a
+    ``results.json`` with ``cfg``'s config hash (recipe, overrides, seed) and a last checkpoint beside it
+    is a finished run of this config. Only the config is compared: code changed since is not detected.
+    ``checkpoint`` and ``run_dir`` are where they are now, wherever the run was trained.
+    """
+    run_dir = RunDir.of(cfg)
+    try:
+        results = json.loads(run_dir.results.read_text())
+    except (OSError, ValueError):
+        return None
+    if results.get("recipe_hash") != config_hash(cfg) or not run_dir.last_checkpoint.is_file():
+        return None
+    return {**results, "checkpoint": str(run_dir.last_checkpoint), "run_dir": str(run_dir.path)}
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:
@@ -546,13 +566,15 @@ def _scored(cfg: Config, data: ScoringSet, backbone: torch.nn.Module, record: di
 
 
 def demo(epochs: int | None = None, out: Path = Path("results"), seeds: int = DEFAULT_SEEDS,
-         long: bool = False) -> list[dict[str, Any]]:
+         long: bool = False, reuse: bool = False) -> list[dict[str, Any]]:
     """Runs the demo (see the module docstring); returns :func:`summarize`'s rows, the references last.
 
     Args:
         epochs: overrides the recipes' ``max_epochs``.
         seeds: every recipe trains with seeds ``seed, seed + 1, ...`` (the recipe's seed first).
         long: train :data:`LONG_RECIPES` instead of :data:`RECIPES`.
+        reuse: score the runs already finished with the same config (:func:`finished_run`) instead of
+            training them again; each record's ``reused`` says which were.
 
     Raises:
         DataError: Fashion-MNIST cannot be had; ConfigError: a recipe, ``epochs`` or ``seeds`` is wrong.
@@ -575,9 +597,16 @@ def demo(epochs: int | None = None, out: Path = Path("results"), seeds: int = DE
     runs: list[dict[str, Any]] = []
     for recipe, per_seed in zip(recipes, configs):
         for cfg in per_seed:
-            print(f"== unmix_ext.demo: {cfg.name}, seed {cfg.seed} (recipes/{recipe.relative_to(RECIPES_ROOT)})", flush=True)
-            results = run(cfg, recipe)
-            record = {"method": results["method"], "seed": cfg.seed, "pretrain_seconds": results["pretrain_seconds"],
+            heading = f"== unmix_ext.demo: {cfg.name}, seed {cfg.seed} (recipes/{recipe.relative_to(RECIPES_ROOT)})"
+            finished = finished_run(cfg) if reuse else None
+            if finished is None:
+                print(heading, flush=True)
+                results = run(cfg, recipe)
+            else:
+                print(f"{heading}: reusing the finished run in {finished['run_dir']}", flush=True)
+                results = finished
+            record = {"method": results["method"], "seed": cfg.seed, "reused": finished is not None,
+                      "pretrain_seconds": results["pretrain_seconds"],
                       "images_per_s": results["pretrain_images_per_s"],
                       "history": read_history(Path(results["run_dir"]))}
             runs.append(_scored(cfg, data, load_backbone(cfg, Path(results["checkpoint"]), CLASSES), record))
