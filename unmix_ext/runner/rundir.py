@@ -13,9 +13,11 @@ Every module that reads or writes one of these goes through :class:`RunDir`.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from unmix_ext.runner.config import Config, ConfigError, config_hash
 
@@ -80,3 +82,12 @@ def newest_checkpoint_in(folder: Path) -> Path | None:
     """The most recently written ``*.ckpt`` file in ``folder``, or None."""
     found = [path for path in folder.glob("*.ckpt") if path.is_file()]
     return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
+def saved_results(cfg: Config) -> dict[str, Any] | None:
+    """The ``results.json`` a finished run of ``cfg`` left in ``RunDir.of(cfg)``; None if there is none or it
+    cannot be read (the runner removes it when a run starts and writes it, atomically, after the last epoch)."""
+    try:
+        return json.loads(RunDir.of(cfg).results.read_text())
+    except (OSError, ValueError):
+        return None

@@ -67,7 +67,7 @@ from unmix_ext.runner.pipeline import (
     IndexedDataset, eval_loader, eval_transform, load_split, pretrain_collate, pretrain_transform,
 )
 from unmix_ext.runner.run import run
-from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.rundir import RunDir, saved_results
 from unmix_ext.runner.trainer import device_plan, emulated_bf16_notice
 
 RECIPES = (RECIPES_ROOT / "demo" / "simclr.yaml", RECIPES_ROOT / "demo" / "simclr_unmix.yaml")
@@ -293,17 +293,13 @@ def untrained_backbone(cfg: Config) -> torch.nn.Module:
 def finished_run(cfg: Config) -> dict[str, Any] | None:
     """The results of a finished run of exactly ``cfg`` in its run directory (:meth:`RunDir.of`), else None.
 
-    The runner removes ``results.json`` when a run starts and writes it after the last epoch, so a
-    ``results.json`` with ``cfg``'s config hash (recipe, overrides, seed) and a last checkpoint beside it
-    is a finished run of this config. Only the config is compared: code changed since is not detected.
+    Finished: its :func:`saved_results` carry ``cfg``'s config hash (recipe, overrides, seed) and a last
+    checkpoint is beside them. Only the config is compared: code changed since is not detected.
     ``checkpoint`` and ``run_dir`` are where they are now, wherever the run was trained.
     """
     run_dir = RunDir.of(cfg)
-    try:
-        results = json.loads(run_dir.results.read_text())
-    except (OSError, ValueError):
-        return None
-    if results.get("recipe_hash") != config_hash(cfg) or not run_dir.last_checkpoint.is_file():
+    results = saved_results(cfg)
+    if results is None or results.get("recipe_hash") != config_hash(cfg) or not run_dir.last_checkpoint.is_file():
         return None
     return {**results, "checkpoint": str(run_dir.last_checkpoint), "run_dir": str(run_dir.path)}
 

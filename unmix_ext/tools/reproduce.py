@@ -32,7 +32,6 @@ stops the command with one line naming the row.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,7 +44,7 @@ from unmix_ext.recipes import ROOT as RECIPES
 from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import Config, ConfigError, load_config
 from unmix_ext.runner.run import run
-from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.rundir import saved_results
 
 PAPER_FILE = Path(__file__).with_name("paper_results.yaml")
 SMOKE_MARKER = "SMOKE RUN — not a reproduction"
@@ -234,12 +233,6 @@ def row_config(row: Row, overrides: Sequence[str] = ()) -> Config:
         return load_config(RECIPES / row.recipe, overrides, known_methods=ssl_methods())
     except ConfigError as err:
         raise ConfigError(f"recipes/{row.recipe}: {err}") from None
-
-
-def saved_results(cfg: Config) -> dict[str, Any] | None:
-    """The ``results.json`` a finished run of ``cfg`` left in its run directory, or None."""
-    path = RunDir.of(cfg).results
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class RowFailed(CommandError):
