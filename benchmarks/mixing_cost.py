@@ -1,6 +1,6 @@
 """What mixing a batch costs: next to a plain copy, and as a share of a training step.
 
-UNMIX_SPEC.md section 3: the mixing is one fused elementwise pass (global mode) or one
+docs/unmix.md section 3: the mixing is one fused elementwise pass (global mode) or one
 box copy (region mode) and should be invisible next to a convolution. Measured on one
 view of shape (N, 3, image, image), interleaved with ``images.clone()`` of the same
 batch, each timing averaging ``--calls`` calls:

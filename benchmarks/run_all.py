@@ -51,7 +51,7 @@ def report(options: Options, host: Dict[str, str], steps: List[step_cost.PairCos
         + ("Times are wall seconds between CUDA synchronisations. " if options.device.startswith("cuda") else
            f"Times are the process's CPU seconds ({options.threads or 'default'} torch thread(s)): time spent "
            "waiting for a core held by another job is not the step's cost. ") +
-        "UNMIX_SPEC.md section 3 expects about 1.5 for a two-view method (one more online "
+        "docs/unmix.md section 3 expects about 1.5 for a two-view method (one more online "
         "forward and backward over one view's batch, plus a momentum forward where the target side sees "
         "the mixture: BYOL, NNBYOL, DINO). Counting a forward as 1 and a backward as 2, the convolutions "
         "alone give 9/6 = 1.5 without a momentum encoder, 12/8 = 1.5 for BYOL, NNBYOL and DINO, and "

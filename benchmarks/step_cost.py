@@ -7,7 +7,7 @@ update, which Lightning runs after the step and which both sides share, is left
 out). Reported per pair, variant over base:
 
 - step ratio: median over interleaved rounds of (variant step time / base step time);
-  UNMIX_SPEC.md section 3 expects about 1.5 for a two-view method;
+  docs/unmix.md section 3 expects about 1.5 for a two-view method;
 - memory ratio: peak memory a step allocates beyond what was live before it
   (parameters, optimizer state): activations, gradients (freed at the end of each
   step) and temporaries. CUDA: ``torch.cuda.max_memory_allocated``.

@@ -12,6 +12,7 @@ import torch
 from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import config_hash, config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
+from unmix_ext.runner.fake_data import write_fake_dataset
 from unmix_ext.runner.pipeline import load_split
 from unmix_ext.runner import trainer
 from unmix_ext.runner.run import check_runtime
@@ -105,7 +106,6 @@ def test_epochs_override_reaches_both_runs():
         assert demo.demo_config(path, ["max_epochs=1"]).max_epochs == 1
 
 
-@pytest.mark.skipif(not demo.has_fashion_mnist(FASHION_MNIST_ROOT), reason="Fashion-MNIST is not installed")
 @pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
 def test_the_demo_trains_in_32_bit_where_the_cpu_would_emulate_bf16(native, monkeypatch, capsys):
     monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: native)
@@ -121,7 +121,19 @@ def test_the_demo_trains_in_32_bit_where_the_cpu_would_emulate_bf16(native, monk
     assert {demo.demo_config(path, overrides).precision for path in (*demo.RECIPES, *demo.LONG_RECIPES)} == {"32-true"}
 
 
-def test_the_runner_validates_on_the_official_test_split(recipes):
+@pytest.mark.parametrize("recipe", [demo.RECIPES[0], demo.LONG_RECIPES[0]], ids=["default", "long"])
+def test_the_runner_validates_on_the_official_test_split(recipe, tmp_path):
+    # IDX files written here, in the package's layout: 10 classes x 8 train images, x 4 test images
+    root = write_fake_dataset("fashion_mnist", tmp_path / "fashion-mnist", num_per_class=8)
+    cfg = demo.demo_config(recipe, [f"data.train_path={root}"])
+    val = load_split(cfg, "val", None)
+    assert len(val) == 40  # the t10k files alone
+    assert len(load_split(cfg, "pretrain", None)) == round(80 * cfg.data.fraction)  # the train files
+
+
+@pytest.mark.skipif(not demo.has_fashion_mnist(FASHION_MNIST_ROOT),
+                    reason=f"Fashion-MNIST is not in {FASHION_MNIST_ROOT} (make demo installs it)")
+def test_the_installed_fashion_mnist_has_the_official_split_sizes(recipes):
     val = load_split(recipes[0], "val", None)
     assert len(val) == 10_000  # t10k; the train files hold 60,000
     assert len(load_split(recipes[0], "pretrain", None)) == round(60_000 * recipes[0].data.fraction)

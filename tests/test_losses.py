@@ -1,4 +1,4 @@
-"""Label assignment (UNMIX_SPEC.md section 2) checked against formulas written out row by row.
+"""Label assignment (docs/unmix.md section 2) checked against formulas written out row by row.
 
 References below loop over rows and pair clean sample i with mixture i and with
 mixture N-1-i by explicit index, so they share no flipping code with the module.

@@ -22,7 +22,7 @@ from unmix_ext.runner.files import atomic_write
 from unmix_ext.run import main
 from unmix_ext.runner import run as run_module
 from unmix_ext.runner import trainer
-from unmix_ext.runner.run import run
+from unmix_ext.runner.run import as_run, run, run_recipe
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.runner.smoke import effective
 from unmix_ext.runner.trainer import AtomicCheckpointIO
@@ -87,9 +87,10 @@ def test_run_trains_evaluates_and_records(smoke_run):
     recipe, cfg, results = smoke_run
     run_dir = Path(results["run_dir"])
 
-    assert run_dir == RunDir.of(cfg).path and run_dir.name.endswith(config_hash(cfg))
+    ran = as_run(cfg).cfg  # the identity is the config as it ran: shrunk, paths absolute
+    assert run_dir == RunDir.of(ran).path and run_dir.name.endswith(config_hash(ran))
     assert json.loads((run_dir / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert results["recipe"] == str(recipe) and results["recipe_hash"] == config_hash(cfg)
+    assert results["recipe"] == str(recipe) and results["recipe_hash"] == config_hash(ran)
     assert (results["seed"], results["scale"], results["smoke"]) == (5, "smoke", True)
     metrics = results["metrics"]
     for key in ("knn_top1", "knn_top5", "linear_top1", "linear_top5", "val_acc1", "val_knn_acc1"):
@@ -125,6 +126,52 @@ def test_saved_config_is_the_config_that_ran_and_shrinks_no_further(smoke_run):
         shrunk.max_epochs, shrunk.precision, shrunk.optimizer.batch_size
     )
     assert effective(saved).changes == {}
+
+
+def test_the_saved_config_names_its_own_run_directory(smoke_run):
+    _, _, results = smoke_run
+    saved = load_config(Path(results["run_dir"]) / "config.yaml", known_methods=ssl_methods())
+    assert RunDir.of(as_run(saved).cfg).path == Path(results["run_dir"])
+    assert config_hash(as_run(saved).cfg) == results["recipe_hash"]
+
+
+def test_run_dir_config_yaml_continues_that_run_at_full_scale(tmp_path, monkeypatch, capsys):
+    # a relative data path, as a user writes it: the saved config.yaml holds it absolute, and must still
+    # name the same run directory (its hash was once taken on the relative path)
+    write_fake_dataset("cifar10", tmp_path / "cifar", num_per_class=1)
+    recipe = dict(SOLO_STYLE, data={"dataset": "cifar10", "train_path": "cifar", "num_workers": 0},
+                  max_epochs=1, checkpoint={"dir": "runs"})
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    tiny = [*TINY[1:], *NO_EVAL, "accelerator=cpu", "precision=32-true"]
+    first = run_recipe("recipe.yaml", tiny)
+    again = run_recipe(str(Path(first["run_dir"]) / "config.yaml"))
+
+    assert again["run_dir"] == first["run_dir"] and again["recipe_hash"] == first["recipe_hash"]
+    assert again["resumed_from"] is not None and again["start_global_step"] == first["global_step"]
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == [Path(first["run_dir"]).name]
+
+
+def test_run_dir_config_yaml_continues_that_run_at_smoke_scale(smoke_run, capsys):
+    _, _, results = smoke_run
+    runs = Path(results["run_dir"]).parent
+    before = sorted(path.name for path in runs.iterdir())
+    again = run_recipe(str(Path(results["run_dir"]) / "config.yaml"))
+
+    assert again["run_dir"] == results["run_dir"] and again["resumed_from"] is not None
+    assert sorted(path.name for path in runs.iterdir()) == before  # no sibling run directory
+
+
+def test_smoke_says_in_one_line_what_it_changes_before_training(tmp_path, capsys):
+    write_fake_dataset("cifar10", tmp_path / "cifar", num_per_class=1)
+    recipe = write_recipe(tmp_path, {**SOLO_STYLE, "data": {"dataset": "cifar10", "train_path": "cifar"}})
+    cfg = load_config(recipe, [*TINY, *NO_EVAL, "backbone.kwargs.cifar=true", "max_epochs=1"])
+    run(cfg, recipe)
+
+    printed = capsys.readouterr().out.splitlines()
+    notice, = [line for line in printed if line.startswith("scale=smoke changes ")]
+    assert "backbone.kwargs.cifar True->False" in notice  # a key the user set, changed: named up front
+    assert printed.index(notice) < next(i for i, line in enumerate(printed) if line.startswith("unmix_ext run:"))
 
 
 def test_linear_command_on_a_run_checkpoint(smoke_run):

@@ -1,9 +1,9 @@
-"""The Un-Mix variants add the loss of UNMIX_SPEC.md section 2, term by term.
+"""The Un-Mix variants add the loss of docs/unmix.md section 2, term by term.
 
 Each test runs one variant's ``training_step`` outside a Trainer, on a tiny float64
 model with fixed weights and a fixed lam, records what it logs, and checks:
 
-- ``unmix/mix_loss`` against the spec's formula written out here: the mixture M is
+- ``unmix/mix_loss`` against the formula of docs/unmix.md section 2 written out here: the mixture M is
   built here, the model's own submodules run on the clean views and on M (train mode,
   so BatchNorm uses batch statistics and a separate forward reproduces the step's
   values), partners are found by explicit index reversal, and ``l`` is the base

@@ -8,7 +8,7 @@ VARIANTS = (
     "mocov2plus_unmix", "nnbyol_unmix", "nnclr_unmix", "nnsiam_unmix", "ressl_unmix",
     "simclr_unmix", "simsiam_unmix", "swav_unmix", "vicreg_unmix", "wmse_unmix",
 )
-# variants whose target side sees the mixture through the momentum network (spec section 3)
+# variants whose target side sees the mixture through the momentum network (docs/unmix.md section 3)
 MOMENTUM_PASS_OVER_MIXTURE = {"byol_unmix", "nnbyol_unmix", "dino_unmix"}
 
 

@@ -1,6 +1,6 @@
 """Un-Mix label assignment: the mixture loss each method family adds to its base loss.
 
-Follows section 2 of UNMIX_SPEC.md (Un-Mix, Shen et al., AAAI 2022). Every function
+Follows section 2 of docs/unmix.md (Un-Mix, Shen et al., AAAI 2022). Every function
 returns only the mixture part, each of its terms with weight 1; the caller adds it to
 the method's unchanged loss ``L_base``, scaled by what one term of ``L_base`` weighs
 (1/2 where the framework averages two view pairs), so base and mixture stand 1:1.

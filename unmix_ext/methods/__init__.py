@@ -4,7 +4,7 @@ Importing this package first adapts solo-learn 1.0.2 to the current stack
 (:mod:`unmix_ext.patches`; a patch whose upstream code changed stops the import
 with one line), then registers ``mocov2`` (MoCo v2 as published) and, for each of
 solo-learn 1.0.2's 14 self-supervised methods and ``mocov2``, a ``<name>_unmix``
-variant. One file per family of label assignment (UNMIX_SPEC.md section 2).
+variant. One file per family of label assignment (docs/unmix.md section 2).
 """
 from unmix_ext.patches import ensure_applied
 

@@ -7,12 +7,12 @@ only what differs from ``X``:
   (e.g. ``("projector",)``); their outputs during the base step are recorded in call
   order, so nothing clean is computed twice;
 - ``forward_mixed(images)``: the one online pass over the mixed view (plus, where the
-  spec says so, the target pass), and any read of a queue or support set that must
-  see the state before the base step updates it;
+  family's rule in docs/unmix.md section 2 says so, the target pass), and any read of a
+  queue or support set that must see the state before the base step updates it;
 - ``mixture_loss(clean, mixed, lam, batch)``: the family's label assignment from
   ``unmix_ext.losses``;
 - ``base_term_weight``: what one term of the base loss weighs in solo-learn's loss
-  (1 where it sums its view pairs or has one, 1/2 where it averages two, ...). Spec
+  (1 where it sums its view pairs or has one, 1/2 where it averages two, ...). docs/unmix.md
   section 2: each mixture term weighs what one base term weighs, so the base:mixture
   ratio is the authors' 1:1 whatever solo-learn's normalisation.
 

@@ -1,6 +1,6 @@
 """Codes/teacher family + Un-Mix (SwAV, DeepCluster v2, DINO).
 
-Spec section 2: with z the prototype scores (student logits for DINO), q the codes
+docs/unmix.md section 2: with z the prototype scores (student logits for DINO), q the codes
 (Sinkhorn, or the teacher's softmax) and ``l(z, q) = -sum_k q_k log softmax(z / tau)_k``:
 ``lam*[l(z_m, q_s) + l(z_s, q_m)] + (1-lam)*[l(flip(z_m), q_s) + l(z_s, flip(q_m))]``
 is added to the base loss, with q_m computed from the scores of M (the teacher sees M

@@ -1,6 +1,6 @@
 """In-batch contrastive family + Un-Mix (SimCLR, NNCLR): the method's own NT-Xent.
 
-Spec section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip(mixed))``
+docs/unmix.md section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip(mixed))``
 with ``l`` the method's NT-Xent on the pair (clean other view, mixture). NNCLR's
 nearest neighbours come from the support set as it was before the base step added
 this batch's clean embeddings; mixed embeddings are looked up, never stored.

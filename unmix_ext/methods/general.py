@@ -1,6 +1,6 @@
 """The general rule + Un-Mix for W-MSE, Barlow Twins, VICReg and ReSSL.
 
-Spec section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip(mixed))``
+docs/unmix.md section 2: ``L = L_base + lam * l(other, mixed) + (1 - lam) * l(other, flip(mixed))``
 with ``l`` the method's own loss on the pair (clean other view, mixture). W-MSE whitens
 the pair as the method already does (random slices of ``whitening_size`` rows). ReSSL's
 loss is asymmetric (online query of view 0, momentum key of view 1), so it mixes view 0:

@@ -1,6 +1,6 @@
 """MoCo family + Un-Mix: each mixture contrasts with the clean keys, the queue as negatives.
 
-Spec section 2 (MoCo): ``q_m`` is the query of the mixed view; the keys are the
+docs/unmix.md section 2 (MoCo): ``q_m`` is the query of the mixed view; the keys are the
 momentum encoder's outputs on the clean views, already computed by the base step. The
 mixture of sample i has two softmaxes, against key i (weight lam) and key N-1-i
 (weight 1 - lam), each with the queue as it was before this step's keys entered it.

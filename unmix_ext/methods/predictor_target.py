@@ -1,6 +1,6 @@
 """Predictor/target family + Un-Mix (BYOL, SimSiam, NNBYOL, NNSiam).
 
-Spec section 2: ``l(other, mixed)`` is the method's own loss between the predictor of
+docs/unmix.md section 2: ``l(other, mixed)`` is the method's own loss between the predictor of
 one side and the target of the other, both ways, so the mixture also goes through the
 target (momentum network for BYOL/NNBYOL, stop-gradient projection for SimSiam/NNSiam,
 a nearest neighbour from the support set for NNBYOL/NNSiam). ``unmix_target_side=

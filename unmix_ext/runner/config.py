@@ -363,7 +363,7 @@ class Eval:
 
 @dataclass
 class Unmix:
-    """Un-Mix settings (see UNMIX_SPEC.md).
+    """Un-Mix settings (see docs/unmix.md).
 
     ``alpha``: Beta(alpha, alpha) parameter of the mixing ratio; ``prob``: chance
     of the global (Mixup) mode, else region (CutMix); ``per_sample``: one ratio per

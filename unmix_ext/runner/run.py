@@ -16,7 +16,7 @@ One recipe (see :mod:`unmix_ext.runner.config`) is one run:
 
 Everything lands in the run directory (:class:`unmix_ext.runner.rundir.RunDir`), one per
 recipe and overrides; its ``config.yaml`` is the recipe as it ran (smoke shrink applied, paths
-absolute) in the recipe's own schema, so ``python -m unmix_ext.run RUN_DIR/config.yaml`` runs it again.
+absolute) in the recipe's own schema, so ``python -m unmix_ext.run RUN_DIR/config.yaml`` continues that run (its hash is taken on this same config).
 
 With ``auto_resume.enabled`` a rerun continues from the newest checkpoint of
 its run directory, exactly where the interrupted run was (see
@@ -63,7 +63,7 @@ from unmix_ext.runner.pipeline import (
     pretrain_transform,
 )
 from unmix_ext.runner.rundir import RunDir
-from unmix_ext.runner.smoke import Smoke, effective
+from unmix_ext.runner.smoke import Smoke, describe_changes, effective
 from unmix_ext.runner.trainer import (
     DevicePlan,
     check_resumable,
@@ -127,6 +127,18 @@ def _absolute_paths(cfg: Config) -> None:
         if value is not None:
             setattr(cfg.data, key, str(Path(value).expanduser().resolve()))
     cfg.checkpoint.dir = str(Path(cfg.checkpoint.dir).expanduser().resolve())
+
+
+def as_run(cfg: Config) -> Smoke:
+    """``cfg`` exactly as :func:`run` trains it (a copy): shrunk when ``scale`` is smoke, its paths absolute.
+
+    The run's identity (:func:`config_hash`, so :meth:`RunDir.of`) is taken on this config, which is also
+    what the run directory's ``config.yaml`` holds: loading that file again finds the same run directory.
+    A smoke shrink writes its fake data under ``checkpoint.dir`` the first time.
+    """
+    smoke = effective(cfg)
+    _absolute_paths(smoke.cfg)
+    return smoke
 
 
 def _prepare_run_dir(cfg: Config, run_dir: RunDir) -> Path | None:
@@ -211,17 +223,19 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         RunError: one line, when training or writing fails (non-finite loss, checkpoint, disk).
     """
     started = time.time()
-    recipe_hash = config_hash(cfg)
-    run_dir = RunDir.of(cfg)
     check_writable(Path(cfg.checkpoint.dir).expanduser())  # before the smoke shrink caches data there
     check_recipe(cfg)
-    smoke = effective(cfg)
+    smoke = as_run(cfg)
     cfg = smoke.cfg
+    recipe_hash = config_hash(cfg)
+    run_dir = RunDir.of(cfg)
+    if smoke.changes and rank_zero_only.rank == 0:
+        # the shrink may change keys the user set on purpose (a CIFAR stem, a crop size): say so before training
+        print(f"scale=smoke changes {describe_changes(smoke.changes)}", flush=True)
     plan = check_runtime(cfg)
     notice = emulated_bf16_notice(cfg, plan)
     if notice and rank_zero_only.rank == 0:
         print(notice, flush=True)
-    _absolute_paths(cfg)
 
     pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg), smoke.limits.get("pretrain"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
@@ -261,7 +275,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         "metrics": metrics,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "start_global_step": progress.start_step,
+        # a finished run resumed trains no step, and Lightning then never starts training
+        "start_global_step": trainer.global_step if progress.start_step is None else progress.start_step,
         "resumed_from": None if resume is None else str(resume),
         "skipped_steps": next(c.skipped for c in trainer.callbacks if isinstance(c, NanGuard)),
         "pretrain_seconds": progress.seconds,
@@ -296,7 +311,8 @@ def summary(results: dict[str, Any]) -> str:
     lines = [
         f"unmix_ext run: {results['method']} on {results['dataset']} ({results['scale']}), seed {results['seed']}",
         f"  run dir      {results['run_dir']}",
-        f"  recipe       {results['recipe']} (hash {results['recipe_hash']})",
+        f"  recipe       {results['recipe'] or 'none (built from command-line flags)'} (hash {results['recipe_hash']}), "
+        f"as run: {Path(results['run_dir']) / 'config.yaml'}",
         f"  pretraining  {results['epochs']} epochs, step {results['start_global_step']} -> {results['global_step']}, "
         f"{_number(results['pretrain_images_per_s'])} images/s on {results['world_size']} {results['accelerator']}",
     ]
@@ -312,8 +328,7 @@ def summary(results: dict[str, Any]) -> str:
         if shown:
             lines.append(f"  {label:<12} {'  '.join(shown)}")
     if results["smoke"]:
-        changed = ", ".join(f"{key} {c['from']!r}->{c['to']!r}" for key, c in results["smoke_changes"].items())
-        lines.append(f"  smoke shrink {changed or 'nothing to shrink'}")
+        lines.append(f"  smoke shrink {describe_changes(results['smoke_changes']) or 'nothing to shrink'}")
     lines.append(f"  wall time    {results['wall_time_s']:.1f} s")
     return "\n".join(lines)
 

@@ -1,9 +1,10 @@
 """A run's directory: where it is, what its files are called, how to find it again.
 
-``<checkpoint.dir>/<name>-<hash>``, the hash being that of the recipe as loaded (overrides
-included), so the same command always finds the same directory::
+``<checkpoint.dir>/<name>-<hash>``, the hash being that of the recipe as the run uses it (overrides
+included, smoke shrink applied, paths absolute: :func:`unmix_ext.runner.run.as_run`), so the same
+command, and the run's own ``config.yaml``, always find the same directory::
 
-    config.yaml            the recipe as it ran (``python -m unmix_ext.run RUN_DIR/config.yaml`` runs it again)
+    config.yaml            the recipe as it ran (``python -m unmix_ext.run RUN_DIR/config.yaml`` continues the run)
     checkpoints/           epoch=<e>-step=<s>.ckpt (newest kept), last.ckpt (the final state)
     logs/pretrain/, logs/linear/   CSV logs (and wandb/ when enabled)
     results.json           written only after the run succeeded

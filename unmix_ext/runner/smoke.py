@@ -201,6 +201,11 @@ def shrink(cfg: Config, method_cls: type, cache_dir: Path) -> Smoke:
     return smoke
 
 
+def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
+    """``key from->to, ...`` of a shrink's recorded changes, on one line."""
+    return ", ".join(f"{key} {c['from']!r}->{c['to']!r}" for key, c in changes.items())
+
+
 def effective(cfg: Config) -> Smoke:
     """The recipe as it runs: shrunk when ``scale`` is smoke (fake data cached in
     ``<checkpoint.dir>/data_cache``), else an unchanged copy (no changes, no limits)."""

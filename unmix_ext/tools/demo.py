@@ -66,7 +66,7 @@ from unmix_ext.runner.linear import load_backbone
 from unmix_ext.runner.pipeline import (
     IndexedDataset, eval_loader, eval_transform, load_split, pretrain_collate, pretrain_transform,
 )
-from unmix_ext.runner.run import run
+from unmix_ext.runner.run import as_run, run
 from unmix_ext.runner.rundir import RunDir, saved_results
 from unmix_ext.runner.trainer import device_plan, emulated_bf16_notice
 
@@ -297,6 +297,7 @@ def finished_run(cfg: Config) -> dict[str, Any] | None:
     checkpoint is beside them. Only the config is compared: code changed since is not detected.
     ``checkpoint`` and ``run_dir`` are where they are now, wherever the run was trained.
     """
+    cfg = as_run(cfg).cfg  # the config the run directory is named after
     run_dir = RunDir.of(cfg)
     results = saved_results(cfg)
     if results is None or results.get("recipe_hash") != config_hash(cfg) or not run_dir.last_checkpoint.is_file():

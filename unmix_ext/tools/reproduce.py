@@ -43,7 +43,7 @@ from unmix_ext.cli import CommandError
 from unmix_ext.recipes import ROOT as RECIPES
 from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import Config, ConfigError, load_config
-from unmix_ext.runner.run import run
+from unmix_ext.runner.run import as_run, run
 from unmix_ext.runner.rundir import saved_results
 
 PAPER_FILE = Path(__file__).with_name("paper_results.yaml")
@@ -249,7 +249,7 @@ def run_rows(table: Table, configs: Sequence[Config], mode: str = "run") -> list
     """
     results: list[dict[str, Any] | None] = []
     for row, cfg in zip(table.rows, configs):
-        done = saved_results(cfg)
+        done = saved_results(as_run(cfg).cfg)
         if mode == "render" or (mode == "resume" and done is not None):
             results.append(done)
             continue
