@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.run import as_run
 from unmix_ext.tools import reproduce
 from unmix_ext.runner.builder import solo_method_kwargs, ssl_methods
 from unmix_ext.runner.config import ConfigError, load_config, resolved_method
@@ -177,7 +178,7 @@ def test_rows_read_batch_size_per_device_and_paths_as_run_does(tables, known):
 def test_render_only_reads_saved_results_and_leaves_the_rest_missing(tables, tmp_path):
     table = tables["table1"]
     configs = [row_config(r, ["scale=smoke", f"checkpoint.dir={tmp_path}"]) for r in table.rows]
-    saved = RunDir.of(configs[1]).path / "results.json"
+    saved = RunDir.of(as_run(configs[1]).cfg).path / "results.json"
     saved.parent.mkdir(parents=True)
     saved.write_text(json.dumps(_fake_results(42.0)))
     results = run_rows(table, configs, mode="render")
