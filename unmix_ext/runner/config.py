@@ -39,7 +39,7 @@ from omegaconf import MISSING as REQUIRED  # "???": OmegaConf reports the key if
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 from unmix_ext.losses import TARGET_SIDES
 from unmix_ext.methods.base import UNMIX_DEFAULTS, UNMIX_SUFFIX
 from unmix_ext.runner.data import DATASETS as DATASET_SPECS

@@ -87,7 +87,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 
 SPLITS = ("train", "val", "pretrain")
 #: the file extensions torchvision's ImageFolder reads (matched ignoring case)

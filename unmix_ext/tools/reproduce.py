@@ -39,7 +39,7 @@ import yaml
 from pytorch_lightning.utilities import rank_zero_only
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 from unmix_ext.recipes import ROOT as RECIPES
 from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import Config, ConfigError, load_config
