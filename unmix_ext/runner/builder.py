@@ -1,43 +1,19 @@
 """The solo-learn method a recipe describes: its class and constructor arguments.
 
 Every constructor argument starts from solo-learn's own argparse default
-(:func:`unmix_ext.runner.solo_kwargs.method_kwargs`); the recipe then sets:
+(:func:`unmix_ext.runner.solo_kwargs.method_kwargs`); the recipe then sets those that
+:data:`unmix_ext.runner.solo_format.METHOD` pairs with a recipe key, with these rules on the way:
 
-========================== ===============================================
-solo-learn argument        recipe key
-========================== ===============================================
-encoder, backbone_args     ``backbone.name``, ``backbone.kwargs`` (merged
-                           last over ``cifar`` = images of at most 32 px,
-                           and ``img_size``/``patch_size`` for ViT/Swin);
-                           ``timm/<model>``: any timm model
-                           (:mod:`unmix_ext.backbones`)
-optimizer, lars            ``optimizer.name``: sgd, lars (SGD wrapped in
-                           LARS), adam or adamw
-lr, classifier_lr          ``optimizer.lr``, ``optimizer.classifier_lr``, per
-                           256 images: scaled by solo-learn's rule
-                           ``lr * batch_size * world_size / 256`` (its
-                           ``main_pretrain.py``)
-weight_decay, batch_size   ``optimizer.weight_decay``, ``optimizer.batch_size``
-                           (per device)
-accumulate_grad_batches    ``accumulate_grad_batches`` (also the Trainer's)
-base_tau_momentum,         ``momentum.base_tau``, ``momentum.final_tau``,
-final_tau_momentum,        ``momentum.classifier`` (momentum methods only)
-momentum_classifier
-eta_lars, grad_clip_lars,  ``optimizer.kwargs.eta``, ``.clip_lr``,
-exclude_bias_n_norm        ``.exclude_bias_n_norm`` (LARS only)
-extra_optimizer_args       the other ``optimizer.kwargs`` (SGD/LARS default
-                           ``momentum: 0.9``)
-scheduler, warmup_epochs,  ``scheduler.*``
-warmup_start_lr, min_lr,
-lr_decay_steps
-num_large_crops,           ``augmentations``: groups with the first group's
-num_small_crops            crop size are large crops, the others small
-max_epochs                 ``max_epochs``
-knn_eval                   ``eval.knn.enabled`` (the online kNN; turn it
-                           off with ``method_kwargs.knn_eval: false``)
-unmix_*                    ``unmix.*`` and ``seed`` (``<method>_unmix`` only)
-anything else              ``method_kwargs``, verbatim
-========================== ===============================================
+- ``backbone.kwargs`` is merged last over ``cifar`` (images of at most 32 px) and, for ViT/Swin,
+  ``img_size``/``patch_size``; ``timm/<model>`` is any timm model (:mod:`unmix_ext.backbones`);
+- ``optimizer.name``: sgd, lars (SGD wrapped in LARS), adam or adamw; ``optimizer.lr`` and
+  ``optimizer.classifier_lr`` are per 256 images, scaled by solo-learn's rule
+  ``lr * batch_size * world_size / 256`` (its ``main_pretrain.py``); the LARS rows of
+  ``optimizer.kwargs`` go to LARS, the others to the torch optimizer (SGD/LARS default ``momentum: 0.9``);
+- ``momentum.*`` for momentum methods only (null: the method's default);
+- ``num_large_crops``/``num_small_crops``: groups with the first group's crop size are large crops;
+- ``knn_eval`` (the online kNN) is ``eval.knn.enabled``; ``unmix_*`` (``<method>_unmix`` only);
+- anything else: ``method_kwargs``, verbatim.
 
 Example::
 
@@ -56,6 +32,7 @@ from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_mode
 from unmix_ext.methods import UNMIX_SUFFIX
 from unmix_ext.runner.config import Config, ConfigError, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
+from unmix_ext.runner.solo_format import recipe_key, section_rows
 from unmix_ext.runner.solo_kwargs import method_kwargs, solo_defaults
 
 #: native image side (pixels) up to which ResNets get the CIFAR stem (3x3 conv, no max-pool)
@@ -63,47 +40,10 @@ CIFAR_STEM_MAX_SIDE = 32
 #: solo-learn's rule for linearly scaled learning rates: lr and classifier_lr are given per this many images
 LR_REFERENCE_BATCH = 256
 
-# optimizer.kwargs the runner reads itself (LARS settings), by solo-learn argument
-_LARS_KWARGS = {"eta": "eta_lars", "clip_lr": "grad_clip_lars", "exclude_bias_n_norm": "exclude_bias_n_norm"}
 _TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "lars": torch.optim.SGD, "adam": torch.optim.Adam,
                      "adamw": torch.optim.AdamW}
-
-# solo-learn arguments that come from another recipe key; method_kwargs may not set them
-_DERIVED = {
-    "encoder": "backbone.name",
-    "backbone_args": "backbone.kwargs",
-    "num_classes": "data.dataset",
-    "max_epochs": "max_epochs",
-    "batch_size": "optimizer.batch_size",
-    "optimizer": "optimizer.name",
-    "lars": "optimizer.name",
-    "lr": "optimizer.lr",
-    "classifier_lr": "optimizer.classifier_lr",
-    "weight_decay": "optimizer.weight_decay",
-    "extra_optimizer_args": "optimizer.kwargs",
-    "eta_lars": "optimizer.kwargs.eta",
-    "grad_clip_lars": "optimizer.kwargs.clip_lr",
-    "exclude_bias_n_norm": "optimizer.kwargs.exclude_bias_n_norm",
-    "accumulate_grad_batches": "accumulate_grad_batches",
-    "base_tau_momentum": "momentum.base_tau",
-    "final_tau_momentum": "momentum.final_tau",
-    "momentum_classifier": "momentum.classifier",
-    "scheduler": "scheduler.name",
-    "lr_decay_steps": "scheduler.lr_decay_steps",
-    "min_lr": "scheduler.min_lr",
-    "warmup_start_lr": "scheduler.warmup_start_lr",
-    "warmup_epochs": "scheduler.warmup_epochs",
-    "num_large_crops": "augmentations",
-    "num_small_crops": "augmentations",
-    "unmix_alpha": "unmix.alpha",
-    "unmix_prob": "unmix.prob",
-    "unmix_per_sample": "unmix.per_sample",
-    "unmix_lam": "unmix.lam",
-    "unmix_view": "unmix.view",
-    "unmix_symmetric": "unmix.symmetric",
-    "unmix_target_side": "unmix.target_side",
-    "unmix_seed": "seed",
-}
+# optimizer.kwargs the runner reads itself (LARS settings): leaf key -> solo-learn argument
+_LARS_KWARGS = section_rows("optimizer.kwargs.")
 
 
 #: methods that train on any number of large crops (solo-learn's own rule); every other takes exactly two
@@ -211,8 +151,8 @@ def _check_method_kwargs(cfg: Config, cls: type) -> None:
     accepted = _accepted_arguments(cls)
     for key in cfg.method_kwargs:
         path = f"method_kwargs.{key}"
-        if key in _DERIVED:
-            raise ConfigError(f"{path}: set from {_DERIVED[key]}; set it there")
+        if recipe_key(key) is not None:
+            raise ConfigError(f"{path}: set from {recipe_key(key)}; set it there")
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean method_kwargs.{close[0]}?" if close else ""
@@ -229,7 +169,7 @@ def _momentum_args(cfg: Config, cls: type) -> dict[str, Any]:
              "momentum_classifier": True if m.classifier else None}
     args = {key: value for key, value in named.items() if value is not None}
     if args and not issubclass(cls, BaseMomentumMethod):
-        first = _DERIVED[next(iter(args))]
+        first = recipe_key(next(iter(args)))
         raise ConfigError(f"{first}: {resolved_method(cfg)} has no momentum encoder; remove the momentum section")
     return args
 

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 from unmix_ext.runner.batch_augment import BatchAugment, check_batch_augmentations
-from unmix_ext.runner.config import Augmentation, Config, ConfigError
+from unmix_ext.runner.config import Config, ConfigError
 from unmix_ext.runner.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
+from unmix_ext.runner.solo_format import solo_augmentation_args
 
 #: a centre crop keeps this share of the resized side (ImageNet's 224 of 256)
 CENTER_CROP_SHARE = 0.875
@@ -48,18 +49,6 @@ def check_augmentations(cfg: Config) -> None:
         check_batch_augmentations(cfg.augmentations)
 
 
-def _custom_transform_args(group: Augmentation) -> dict[str, Any]:
-    """One solo-learn augmentation group as the keyword arguments of 1.0.2's ``CustomTransform``."""
-    jitter = group.color_jitter
-    return {
-        "crop_size": group.crop_size, "min_scale": group.rrc.crop_min_scale, "max_scale": group.rrc.crop_max_scale,
-        "brightness": jitter.brightness, "contrast": jitter.contrast, "saturation": jitter.saturation,
-        "hue": jitter.hue, "color_jitter_prob": jitter.prob, "gray_scale_prob": group.grayscale.prob,
-        "gaussian_prob": group.gaussian_blur.prob, "solarization_prob": group.solarization.prob,
-        "horizontal_flip_prob": group.horizontal_flip.prob, "mean": group.mean, "std": group.std,
-    }
-
-
 def pretrain_transform(cfg: Config) -> Callable:
     """solo-learn's N-crop augmentation: PIL image -> list of tensors (3, S_g, S_g), one per crop;
     with ``data.augment: batch``, PIL image -> tensor (3, H, W) in [0, 1] (:func:`pretrain_collate` augments)."""
@@ -68,7 +57,7 @@ def pretrain_transform(cfg: Config) -> Callable:
     check_augmentations(cfg)
     if cfg.data.augment == "batch":
         return transforms.ToTensor()
-    pipelines = [prepare_transform("custom", **_custom_transform_args(group)) for group in cfg.augmentations]
+    pipelines = [prepare_transform("custom", **solo_augmentation_args(group)) for group in cfg.augmentations]
     return prepare_n_crop_transform(pipelines, [group.num_crops for group in cfg.augmentations])
 
 
