@@ -24,16 +24,18 @@ build and ``method_kwargs`` (:mod:`unmix_ext.runner.builder`), the smoke shrink 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import hashlib
 import json
 import math
+import tempfile
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from omegaconf import MISSING as REQUIRED  # "???": OmegaConf reports the key if no file sets it
 from omegaconf import OmegaConf
@@ -44,9 +46,14 @@ from unmix_ext.losses import TARGET_SIDES
 from unmix_ext.methods.base import UNMIX_DEFAULTS, UNMIX_SUFFIX
 from unmix_ext.runner.data import DATASETS as DATASET_SPECS
 from unmix_ext.runner.data import ON_CORRUPT
+from unmix_ext.runner.solo_format import MAIN_DEFAULTS
 
-#: methods of newer solo-learn releases (main-branch configs) that 1.0.2, which this package extends, lacks
-NEWER_SOLO_METHODS = ("all4one", "mae", "mocov3", "supcon", "vibcreg")
+#: the names Hydra composes (``.yml`` as solo-learn main's all4one.yml is)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+#: methods of newer solo-learn releases that 1.0.2, which this package extends, lacks: the release each came with
+NEWER_SOLO_METHODS = {"vibcreg": "solo-learn 1.0.3", "supcon": "solo-learn 1.0.4", "mocov3": "solo-learn 1.0.5",
+                      "mae": "solo-learn 1.0.6", "all4one": "solo-learn after 1.0.8 (its main branch)"}
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
@@ -629,10 +636,10 @@ def check_method_name(name: str, known: Iterable[str], key: str = "method", via:
     solo-learn says so, any other unknown name suggests the nearest known ones."""
     known = sorted(set(known))
     base = name[: -len(UNMIX_SUFFIX)] if name.endswith(UNMIX_SUFFIX) else name
-    if base in NEWER_SOLO_METHODS:
+    if name not in known and base in NEWER_SOLO_METHODS:
         bases = ", ".join(m for m in known if not m.endswith(UNMIX_SUFFIX))
-        raise ConfigError(f"{key}: {base} exists only in newer solo-learn (1.0.6 and later), not in 1.0.2, which "
-                          f"unmix_ext extends; pick one of {bases}")
+        raise ConfigError(f"{key}: {base} came with {NEWER_SOLO_METHODS[base]}, not in 1.0.2, which unmix_ext extends; "
+                          f"pick one of {bases}")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
@@ -718,19 +725,53 @@ def compose(path: str | Path, overrides: Iterable[str] = ()) -> Any:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"recipe: file not found: {path}")
-    if path.suffix != ".yaml":
-        raise ConfigError(f"recipe: {path} must end in .yaml (Hydra reads no other name); rename it")
+    if path.suffix not in YAML_SUFFIXES:
+        raise ConfigError(f"recipe: {path} must end in .yaml or .yml (Hydra reads no other name); rename it")
     hydra_overrides = [_hydra_override(text, path.parent) for text in overrides]
+    with _as_yaml(path) as config_dir:
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+                composed = hydra_compose(config_name=path.stem, overrides=hydra_overrides)
+        except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
+            # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
+            detail = detail.split("Config search path")[0].replace(str(config_dir), str(path.parent))
+            raise ConfigError(f"{path}: {detail}") from None
+    if _solo_main_format(path):
+        for key, value in MAIN_DEFAULTS.items():
+            if OmegaConf.select(composed, key) is None:
+                OmegaConf.update(composed, key, value, force_add=True)
+    return composed
+
+
+@contextlib.contextmanager
+def _as_yaml(path: Path) -> Iterator[Path]:
+    """The folder Hydra composes ``path`` from. Hydra (from version_base 1.2) looks up ``<name>.yaml`` only, so
+    a ``.yml`` file (solo-learn main ships ``all4one.yml``) is composed from a folder of links to its own folder's
+    entries, where the file is linked as ``<name>.yaml``: the same defaults list and group folders."""
+    if path.suffix == ".yaml":
+        yield path.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="unmix-yml-") as tmp:
+        for entry in path.parent.iterdir():
+            if entry.suffix != ".yaml" or entry.stem != path.stem:
+                (Path(tmp) / entry.name).symlink_to(entry)
+        (Path(tmp) / f"{path.stem}.yaml").symlink_to(path)
+        yield Path(tmp)
+
+
+def _solo_main_format(path: Path) -> bool:
+    """Whether the file is one of solo-learn main's (they carry Hydra's ``hydra:`` block; recipes here do not)."""
+    import yaml
+
     try:
-        with initialize_config_dir(config_dir=str(path.parent), version_base=None):
-            return hydra_compose(config_name=path.stem, overrides=hydra_overrides)
-    except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
-        # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
-        raise ConfigError(f"{path}: {detail.split('Config search path')[0]}") from None
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # compose has read it, so this does not happen
+    return isinstance(raw, dict) and "hydra" in raw
 
 
 def load_config(

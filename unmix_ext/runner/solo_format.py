@@ -146,3 +146,15 @@ def section_rows(prefix: str) -> dict[str, str]:
 def solo_augmentation_args(group: Any) -> dict[str, Any]:
     """One ``augmentations`` group as 1.0.2's augmentation arguments (``min_scale``, ``gray_scale_prob``...)."""
     return {row.solo: read(group, row.recipe) for row in AUGMENTATION}
+
+
+#: defaults of solo-learn main (its ``solo/args/pretrain.py``, ``Checkpointer``, ``AutoResumer``) where they
+#: differ from the recipe schema's (which are 1.0.2's): a file in solo-learn main's format (one with
+#: Hydra's ``hydra:`` block, as all of its ``scripts/pretrain`` files have) gets these for the keys it leaves out
+MAIN_DEFAULTS = {
+    "scheduler.warmup_start_lr": 3e-5,
+    "checkpoint.enabled": False,
+    "auto_resume.enabled": False,
+    "wandb.project": "solo-learn",
+    "wandb.offline": False,
+}
