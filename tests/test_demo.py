@@ -14,7 +14,8 @@ from unmix_ext.runner.config import config_hash, config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
 from unmix_ext.runner.pipeline import load_split
 from unmix_ext.runner import trainer
-from unmix_ext.runner.run import check_runtime
+from unmix_ext.runner.recipe import check_recipe
+from unmix_ext.runner.trainer import device_plan
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.tools import demo
 
@@ -66,7 +67,8 @@ def recipes(request):
 def test_demo_recipes_load_validate_and_differ_only_by_unmix(recipes):
     base, unmix = recipes
     for cfg in recipes:
-        check_runtime(cfg)
+        check_recipe(cfg)
+        device_plan(cfg)
         assert cfg.data.dataset == "fashion_mnist" and cfg.data.train_path is None  # the Debian package's root
         assert cfg.backbone.kwargs["stem_stride"] == 2 and cfg.data.augment == "batch"
         assert cfg.checkpoint.dir == "runs/demo"  # from the working directory, as every relative path

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from typing import Any
 
@@ -32,7 +33,7 @@ from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_mode
 from unmix_ext.methods import UNMIX_SUFFIX
 from unmix_ext.runner.config import Config, ConfigError, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
-from unmix_ext.runner.solo_format import recipe_key, section_rows
+from unmix_ext.runner.solo_format import READ_FROM_SECTION_ONLY, read, recipe_key, section_rows
 from unmix_ext.runner.solo_kwargs import method_kwargs, solo_defaults
 
 #: native image side (pixels) up to which ResNets get the CIFAR stem (3x3 conv, no max-pool)
@@ -147,10 +148,56 @@ def _accepted_arguments(cls: type) -> set[str]:
     return names - {"self", "args", "kwargs"}
 
 
-def _check_method_kwargs(cfg: Config, cls: type) -> None:
+@functools.cache
+def _solo_argument_names() -> frozenset[str]:
+    """Every argument some solo-learn method (or Un-Mix variant) takes."""
+    return frozenset().union(*(_accepted_arguments(cls) for cls in ssl_methods().values()))
+
+
+def ignored_keys(cfg: Config) -> list[str]:
+    """The keys solo-learn main accepts and ignores for the recipe's method, which the build leaves out too.
+
+    - ``momentum.*`` of a method without a momentum encoder (solo-learn reads that section in its
+      momentum methods only; its ``nnsiam.yaml`` sets it);
+    - ``method_kwargs`` that repeat a section solo-learn main reads on its own
+      (:data:`unmix_ext.runner.solo_format.READ_FROM_SECTION_ONLY`; its ``ressl.yaml`` writes
+      ``base_tau_momentum``...);
+    - ``method_kwargs`` that another solo-learn method takes but this one does not (solo-learn
+      hands ``method_kwargs`` to the method, which reads what it knows; its ``simsiam.yaml`` sets
+      ``temperature``). A name no method takes is refused as a typo (:func:`check_method`).
+    """
+    from solo.methods.base import BaseMomentumMethod
+
+    cls = method_class(cfg)
+    ignored = []
+    if not issubclass(cls, BaseMomentumMethod):
+        m = cfg.momentum
+        ignored += [f"momentum.{key}" for key, value in (("base_tau", m.base_tau), ("final_tau", m.final_tau),
+                                                          ("classifier", m.classifier or None)) if value is not None]
     accepted = _accepted_arguments(cls)
     for key in cfg.method_kwargs:
+        read_elsewhere = (recipe_key(key) or "").startswith(READ_FROM_SECTION_ONLY)
+        if read_elsewhere or (key not in accepted and recipe_key(key) is None and key in _solo_argument_names()):
+            ignored.append(f"method_kwargs.{key}")
+    return ignored
+
+
+def ignored_keys_notice(cfg: Config) -> str | None:
+    """One line listing :func:`ignored_keys`, or None when there are none."""
+    ignored = ignored_keys(cfg)
+    if not ignored:
+        return None
+    return (f"notice: {resolved_method(cfg)} does not use {', '.join(ignored)}; accepted and ignored, as "
+            "solo-learn does (see ignored_keys in results.json)")
+
+
+def _check_method_kwargs(cfg: Config, cls: type) -> None:
+    accepted = _accepted_arguments(cls)
+    ignored = ignored_keys(cfg)
+    for key in cfg.method_kwargs:
         path = f"method_kwargs.{key}"
+        if path in ignored:
+            continue
         if recipe_key(key) is not None:
             raise ConfigError(f"{path}: set from {recipe_key(key)}; set it there")
         if key not in accepted:
@@ -160,18 +207,16 @@ def _check_method_kwargs(cfg: Config, cls: type) -> None:
 
 
 def _momentum_args(cfg: Config, cls: type) -> dict[str, Any]:
-    """``momentum.*`` as solo-learn 1.0.2 arguments (null: the method's default); raises ConfigError when
-    the method has no momentum encoder to apply them to."""
+    """``momentum.*`` as solo-learn 1.0.2 arguments (null: the method's default); none for a method
+    without a momentum encoder."""
     from solo.methods.base import BaseMomentumMethod
 
     m = cfg.momentum
     named = {"base_tau_momentum": m.base_tau, "final_tau_momentum": m.final_tau,
              "momentum_classifier": True if m.classifier else None}
-    args = {key: value for key, value in named.items() if value is not None}
-    if args and not issubclass(cls, BaseMomentumMethod):
-        first = recipe_key(next(iter(args)))
-        raise ConfigError(f"{first}: {resolved_method(cfg)} has no momentum encoder; remove the momentum section")
-    return args
+    if not issubclass(cls, BaseMomentumMethod):
+        return {}  # solo-learn ignores the section here: ignored_keys() lists it
+    return {key: value for key, value in named.items() if value is not None}
 
 
 def _check_crops(cfg: Config) -> None:
@@ -220,30 +265,22 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
         num_classes: classes of the labelled split (online classifier and kNN).
         world_size: processes training together (devices x nodes), for the learning-rate rule.
     """
-    check_method(cfg)
     cls = method_class(cfg)
     num_large, num_small = crop_counts(cfg)
-    sched = cfg.scheduler
     mapped: dict[str, Any] = {
         "encoder": cfg.backbone.name,
         "backbone_args": backbone_args(cfg),
         **_optimizer_args(cfg, world_size),
-        "scheduler": sched.name,
-        "warmup_epochs": sched.warmup_epochs,
-        "warmup_start_lr": sched.warmup_start_lr,
-        "min_lr": sched.min_lr,
-        "lr_decay_steps": sched.lr_decay_steps,
-        "knn_eval": cfg.eval.knn.enabled,
+        **{solo: read(cfg.scheduler, key) for key, solo in section_rows("scheduler.").items()},
+        "knn_eval": cfg.eval.knn.enabled and not cfg.data.no_labels,
         "accumulate_grad_batches": cfg.accumulate_grad_batches,
         **_momentum_args(cfg, cls),
     }
     if resolved_method(cfg).endswith(UNMIX_SUFFIX):
-        u = cfg.unmix
-        mapped.update(
-            unmix_alpha=u.alpha, unmix_prob=u.prob, unmix_per_sample=u.per_sample, unmix_lam=u.lam,
-            unmix_view=u.view, unmix_symmetric=u.symmetric, unmix_target_side=u.target_side, unmix_seed=cfg.seed,
-        )
-    mapped.update(cfg.method_kwargs)
+        mapped.update({solo: read(cfg.unmix, key) for key, solo in section_rows("unmix.").items()},
+                      unmix_seed=cfg.seed)
+    ignored = ignored_keys(cfg)
+    mapped.update({key: value for key, value in cfg.method_kwargs.items() if f"method_kwargs.{key}" not in ignored})
     kwargs = method_kwargs(
         cls, num_classes=num_classes, cifar=mapped["backbone_args"]["cifar"], max_epochs=cfg.max_epochs,
         num_large_crops=num_large, num_small_crops=num_small, **mapped,

@@ -158,3 +158,14 @@ MAIN_DEFAULTS = {
     "wandb.project": "solo-learn",
     "wandb.offline": False,
 }
+
+#: pretraining keys whose meaning in solo-learn's linear YAML (``scripts/linear/<dataset>/<method>.yaml``)
+#: is the linear protocol's: where a recipe keeps that setting (``eval.linear``, not scaled by batch size)
+LINEAR_EVAL = (
+    Row("optimizer.lr", "eval.linear.lr"),
+    Row("optimizer.batch_size", "eval.linear.batch_size"),
+    Row("optimizer.weight_decay", "eval.linear.weight_decay"),
+    Row("max_epochs", "eval.linear.max_epochs"),
+    Row("scheduler.name", "eval.linear.scheduler"),
+    Row("scheduler.lr_decay_steps", "eval.linear.lr_decay_steps"),
+)

@@ -36,7 +36,8 @@ import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mi
 from unmix_ext.runner import solo_format
 from unmix_ext.runner.builder import LR_REFERENCE_BATCH, ssl_methods
 from unmix_ext.methods import UNMIX_SUFFIX
-from unmix_ext.runner.config import SCALES, ConfigError, check_method_name, config_from_dict
+from unmix_ext.runner.config import SCALES, ConfigError, check_method_name
+from unmix_ext.runner.recipe import recipe_from_dict
 from unmix_ext.runner.run import run
 from unmix_ext.runner.solo_format import by_column, put, section_rows
 from unmix_ext.runner.solo_kwargs import solo_defaults
@@ -291,4 +292,4 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
 
 def run_flags(argv: Sequence[str]) -> dict[str, Any]:
     """What ``python -m unmix_ext.main_pretrain`` does: :func:`unmix_ext.runner.run.run` of the flags' recipe."""
-    return run(config_from_dict(to_recipe(argv), known_methods=ssl_methods()))
+    return run(recipe_from_dict(to_recipe(argv)))
