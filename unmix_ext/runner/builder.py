@@ -31,7 +31,7 @@ import torch
 
 from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
 from unmix_ext.methods import UNMIX_SUFFIX
-from unmix_ext.runner.config import Config, ConfigError, check_method_name, resolved_method
+from unmix_ext.runner.config import LEFTOVER_KEYS, Config, ConfigError, Dali, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
 from unmix_ext.runner.solo_format import READ_FROM_SECTION_ONLY, read, recipe_key, section_rows
 from unmix_ext.runner.solo_kwargs import method_kwargs, solo_defaults
@@ -164,7 +164,9 @@ def ignored_keys(cfg: Config) -> list[str]:
       ``base_tau_momentum``...);
     - ``method_kwargs`` that another solo-learn method takes but this one does not (solo-learn
       hands ``method_kwargs`` to the method, which reads what it knows; its ``simsiam.yaml`` sets
-      ``temperature``). A name no method takes is refused as a typo (:func:`check_method`).
+      ``temperature``). A name no method takes is refused as a typo (:func:`check_method`);
+    - ``dali.*`` (DALI is not used here, see :class:`unmix_ext.runner.config.Dali`) and
+      :data:`unmix_ext.runner.config.LEFTOVER_KEYS` (read by nothing in solo-learn main), when set.
     """
     from solo.methods.base import BaseMomentumMethod
 
@@ -174,6 +176,8 @@ def ignored_keys(cfg: Config) -> list[str]:
         m = cfg.momentum
         ignored += [f"momentum.{key}" for key, value in (("base_tau", m.base_tau), ("final_tau", m.final_tau),
                                                           ("classifier", m.classifier or None)) if value is not None]
+    ignored += [f"dali.{key}" for key, value in vars(cfg.dali).items() if value != getattr(Dali(), key)]
+    ignored += [key for key in LEFTOVER_KEYS if getattr(cfg, key) is not None]
     accepted = _accepted_arguments(cls)
     for key in cfg.method_kwargs:
         read_elsewhere = (recipe_key(key) or "").startswith(READ_FROM_SECTION_ONLY)

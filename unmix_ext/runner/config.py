@@ -218,6 +218,17 @@ class Data:
 
 
 @dataclass
+class Dali:
+    """solo-learn's DALI loader settings (``data.format: dali``): where it decodes, and whether it packs image
+    indices into the labels. Accepted and ignored, as solo-learn ignores them with any other format: DALI
+    is refused at full scale and read by the image-folder reader at smoke scale, whose batches carry
+    the indices always."""
+
+    device: str = _field("gpu", choices=("gpu", "cpu"))
+    encode_indexes_into_labels: bool = False
+
+
+@dataclass
 class RandomResizedCrop:
     """Crop a random share in [``crop_min_scale``, ``crop_max_scale``] of the image area, resize to the crop size."""
 
@@ -405,6 +416,7 @@ class Config:
     method_kwargs: Dict[str, Any] = _field(factory=dict)
     momentum: Momentum = _field(factory=Momentum)
     data: Data = _field(factory=Data)
+    dali: Dali = _field(factory=Dali)
     augmentations: List[Augmentation] = _field(factory=lambda: [Augmentation()])
     optimizer: Optimizer = _field(factory=Optimizer)
     scheduler: Scheduler = _field(factory=Scheduler)
@@ -427,6 +439,14 @@ class Config:
     scale: str = _field("full", choices=SCALES)
     eval: Eval = _field(factory=Eval)
     unmix: Unmix = _field(factory=Unmix)
+    # paths of solo-learn's pre-Hydra config files that imagenet-100/simsiam.yaml still carries and nothing
+    # in solo-learn main reads: accepted and ignored (LEFTOVER_KEYS)
+    augmentations_cfg: Optional[str] = None
+    wandb_cfg: Optional[str] = None
+
+
+#: top-level keys solo-learn main's own YAMLs carry and nothing reads
+LEFTOVER_KEYS = ("augmentations_cfg", "wandb_cfg")
 
 
 # --- Messages

@@ -107,8 +107,9 @@ def check_linear_overrides(overrides: Sequence[str]) -> None:
         if key.startswith(LINEAR_KEYS) or key in LINEAR_KEYS:
             continue
         hint = f"; the linear protocol's is {hints[key]}" if key in hints else ""
+        taken = ", ".join(name + "*" * name.endswith(".") for name in LINEAR_KEYS)
         raise ConfigError(f"{key}: not read by the linear protocol (it sets pretraining, which the checkpoint has "
-                          f"done){hint}; it takes {', '.join(LINEAR_KEYS)}")
+                          f"done){hint}; it takes {taken}")
 
 
 def _checkpoint_of(target: Path) -> Path:
