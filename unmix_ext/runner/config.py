@@ -18,8 +18,11 @@ Example (with solo-learn's ``scripts/pretrain/cifar/simclr.yaml`` saved as ``rec
     >>> resolved_method(cfg), cfg.unmix.alpha, len(config_hash(cfg))
     ('simclr_unmix', 0.5, 12)
 
-Checked elsewhere: device counts and data paths (the runner), what solo-learn 1.0.2 can
-build and ``method_kwargs`` (:mod:`unmix_ext.runner.builder`), the smoke shrink (:mod:`unmix_ext.runner.smoke`).
+:func:`validate` is the schema's part of the one check a loaded recipe gets,
+:func:`unmix_ext.runner.recipe.check_recipe` (which adds what solo-learn 1.0.2 can build, the
+augmentations and the data rules). A file in solo-learn main's format (with Hydra's ``hydra:``
+block) takes solo-learn main's defaults for the keys it leaves out
+(:data:`unmix_ext.runner.solo_format.MAIN_DEFAULTS`); ``.yml`` files compose as ``.yaml`` ones.
 """
 
 from __future__ import annotations

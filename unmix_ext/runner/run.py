@@ -2,15 +2,18 @@
 
 One recipe (see :mod:`unmix_ext.runner.config`) is one run:
 
-1. the recipe is loaded and checked (a mistake is one line, ``error: <key>:
+1. the recipe is loaded and checked once (:func:`unmix_ext.runner.recipe.load_recipe`; a mistake is one line, ``error: <key>:
    ...`` on stderr, exit status 2, as is every failure of the run itself: a
    non-finite loss, a foreign or unreadable checkpoint, a full disk, see
    :mod:`unmix_ext.runner.guard`); ``unmix.enabled: true`` selects the method's
-   ``<method>_unmix`` variant;
+   ``<method>_unmix`` variant; keys solo-learn accepts and ignores are printed in one notice and
+   listed in the results (``ignored_keys``);
 2. ``scale: smoke`` shrinks it to a few CPU minutes (:mod:`unmix_ext.runner.smoke`);
 3. the method pretrains with Lightning (:mod:`unmix_ext.runner.trainer`), validating
    its online classifier (and online kNN) every epoch;
-4. the frozen backbone is evaluated as ``eval`` asks: weighted kNN
+4. the frozen backbone is evaluated as ``eval`` asks, on the images
+   :func:`unmix_ext.runner.pipeline.eval_split` names (never the pretraining images; none with
+   ``data.no_labels``, and the results' ``eval_split`` says which): weighted kNN
    (:mod:`unmix_ext.runner.evaluate`) and the linear protocol (:mod:`unmix_ext.runner.linear`);
 5. ``results.json`` is written, atomically and only after success.
 
