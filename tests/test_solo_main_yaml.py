@@ -119,14 +119,17 @@ def _folder_recipe(root: Path, **data) -> dict:
             "augmentations": [{"crop_size": 8, "num_crops": 2}]}
 
 
-def test_one_folder_without_val_path_holds_out_a_stated_share(tmp_path):
+@pytest.mark.parametrize("layout", ["imgs", "imgs/train"])
+def test_a_folder_without_val_images_holds_out_a_stated_share(tmp_path, layout):
     for name in ("a", "b"):
-        _images(tmp_path / "imgs" / name, 20, value=ord(name))
+        _images(tmp_path / layout / name, 20, value=ord(name))
     cfg = recipe_from_dict(_folder_recipe(tmp_path / "imgs"))
     pretrain, val = load_split(cfg, "pretrain", None), load_split(cfg, "val", None)
+    train = load_split(cfg, "train", None)
 
     assert eval_split(cfg) == "held_out"
-    assert len(val) == round(HELD_OUT_SHARE * 40) and len(pretrain) == 40 - len(val)
+    assert len(val) == round(HELD_OUT_SHARE * 40) and len(pretrain) == len(train) == 40 - len(val)
+    assert sorted(val.targets) == [0, 0, 1, 1]  # class-balanced
     assert not set(val._items) & set(pretrain._items)  # never scored on an image it pretrained on
     assert eval_split(recipe_from_dict(_folder_recipe(tmp_path / "imgs", val_path=str(tmp_path / "imgs")))) == \
         "val_path"

@@ -867,13 +867,13 @@ def _load_image_folder(site: _Site, split: str, on_corrupt: str = "error", verif
     return FileDataset(paths, targets, [], folder, site.key, on_corrupt, verify)
 
 
-def splits_share_one_folder(name: str, root: str | Path | None) -> bool:
-    """Whether every split of dataset ``name`` at ``root`` reads the same images: an image folder
-    without ``train/`` and ``val/`` subfolders (so its "val" split is its training images)."""
+def has_val_split(name: str, root: str | Path | None) -> bool:
+    """Whether dataset ``name`` at ``root`` has validation images apart from its training images: every
+    dataset but an image folder without a ``val/`` subfolder (whose "val" split would be its training images)."""
     if name != "image_folder" or root is None:
-        return False
+        return True
     root = Path(root).expanduser()
-    return root.is_dir() and not ((root / "train").is_dir() or (root / "val").is_dir())
+    return not root.is_dir() or (root / "val").is_dir()
 
 
 DATASETS["image_folder"] = DatasetSpec(

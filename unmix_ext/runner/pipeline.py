@@ -33,7 +33,7 @@ from unmix_ext.runner.data import (
     LabelledDataset,
     balanced_subset,
     build_dataset,
-    splits_share_one_folder,
+    has_val_split,
 )
 from unmix_ext.runner.solo_format import solo_augmentation_args
 
@@ -63,7 +63,6 @@ def pretrain_transform(cfg: Config) -> Callable:
     with ``data.augment: batch``, PIL image -> tensor (3, H, W) in [0, 1] (:func:`pretrain_collate` augments)."""
     from solo.utils.pretrain_dataloader import prepare_n_crop_transform, prepare_transform
 
-    check_augmentations(cfg)
     if cfg.data.augment == "batch":
         return transforms.ToTensor()
     pipelines = [prepare_transform("custom", **solo_augmentation_args(group)) for group in cfg.augmentations]
@@ -112,8 +111,8 @@ def eval_split(cfg: Config) -> str | None:
     """Which images the scores (online classifier, kNN, linear) come from; :data:`EVAL_SPLITS` says each in words.
 
     ``val_path``: the folder ``data.val_path``; ``dataset``: the dataset's own validation or test
-    split under ``data.train_path``; ``held_out``: with no ``data.val_path`` and one image folder
-    for every split, a class-balanced :data:`HELD_OUT_SHARE` of it, seeded by ``seed`` and left out of
+    split under ``data.train_path``; ``held_out``: with no ``data.val_path`` and an image folder
+    without a ``val/`` subfolder, a class-balanced :data:`HELD_OUT_SHARE` of it, seeded by ``seed`` and left out of
     pretraining; None: no scores (``data.no_labels``).
     """
     data = cfg.data
@@ -121,7 +120,7 @@ def eval_split(cfg: Config) -> str | None:
         return None
     if data.val_path is not None:
         return "val_path"
-    return "held_out" if splits_share_one_folder(data.dataset, data.train_path) else "dataset"
+    return "dataset" if has_val_split(data.dataset, data.train_path) else "held_out"
 
 
 def describe_eval_split(cfg: Config) -> str:
@@ -156,10 +155,10 @@ def load_split(
     options = {"on_corrupt": data.on_corrupt} if "on_corrupt" in DATASETS[data.dataset].options else {}
     held_out = eval_split(cfg) == "held_out"
     dataset = build_dataset(
-        data.dataset, root, split, transform, download=data.download,
+        data.dataset, root, "train" if held_out else split, transform, download=data.download,
         fraction=1.0 if held_out else fraction, seed=cfg.seed, root_key=key, **options,
     )
-    if held_out:  # one folder for every split: the val images are a share the training splits never see
+    if held_out:  # no val folder: the val images are a share of the training images the training splits never see
         val = balanced_subset(dataset.targets, HELD_OUT_SHARE, cfg.seed)
         dataset.select(val if split == "val" else np.setdiff1d(np.arange(len(dataset)), val))
         if fraction < 1:
