@@ -31,7 +31,8 @@ class Row:
     """One setting in each format.
 
     Attributes:
-        solo: solo-learn 1.0.2's name: its argparse ``dest``, which is also the method's constructor keyword.
+        solo: solo-learn's name: in :data:`METHOD` and :data:`AUGMENTATION` 1.0.2's argparse ``dest``
+            (also the constructor keyword), in :data:`LINEAR_EVAL` the key of solo-learn's linear YAML.
         recipe: the recipe's dotted key (relative to one ``augmentations`` group in
             :data:`AUGMENTATION`); None where the recipe has no such key (what the runner does instead
             is the row's ``note``).

@@ -57,8 +57,11 @@ MULTICROP_SIZES = {"cifar10": (32, 24), "cifar100": (32, 24), "stl10": (96, 58)}
 MULTICROP_DEFAULT_SIZES = (224, 96)
 #: and its prepare_multicrop_transform's scales of the large and the small crops
 MULTICROP_SCALES = ((0.14, 1.0), (0.05, 0.14))
+#: augmentation flags 1.0.2 reads for --dataset custom only
+CUSTOM_DATA_FLAGS = ("mean", "std")
 #: per-pipeline augmentation flags (one value for all pipelines, or one per pipeline) -> recipe key
-AUGMENTATION_FLAGS = by_column(solo_format.AUGMENTATION[:12], "solo", "recipe")  # mean/std: custom data only
+AUGMENTATION_FLAGS = {flag: key for flag, key in by_column(solo_format.AUGMENTATION, "solo", "recipe").items()
+                      if flag not in CUSTOM_DATA_FLAGS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +122,7 @@ def _refuse_unsupported(parser: argparse.ArgumentParser, args: argparse.Namespac
         raise _flag_error("encode_indexes_into_labels", "solo-learn 1.0.2 reads it with --dali only; remove it")
     if args.dali_device != "gpu":
         raise _flag_error("dali_device", "only gpu, solo-learn's default, is supported")
-    for flag in ("mean", "std"):
+    for flag in CUSTOM_DATA_FLAGS:
         if args.dataset != "custom" and _given(parser, args, flag):
             raise _flag_error(flag, f"solo-learn 1.0.2 reads it for --dataset custom only, not {args.dataset}")
 
@@ -170,7 +173,7 @@ def _augmentations(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if value is not None:
                 put(group, key, value)
         if args.dataset == "custom":
-            group.update(mean=args.mean, std=args.std)
+            group.update({flag: getattr(args, flag) for flag in CUSTOM_DATA_FLAGS})
         groups.append(group)
     return _multicrop(args, groups) if args.multicrop else groups
 
