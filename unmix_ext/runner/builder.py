@@ -17,7 +17,7 @@ Every constructor argument starts from solo-learn's own argparse default
 
 Example::
 
-    cfg = load_config("recipes/small/simclr-cifar10.yaml")
+    cfg = load_recipe("recipes/small/simclr-cifar10.yaml")   # unmix_ext.runner.recipe: checked
     model = build_method(cfg, num_classes=10)     # a solo.methods.SimCLR
 """
 from __future__ import annotations
