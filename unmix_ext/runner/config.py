@@ -831,11 +831,18 @@ def config_to_dict(cfg: Config) -> dict:
 RUN_CONTROL_KEYS = ("auto_resume", "checkpoint", "nan_guard", "wandb")
 
 
+#: keys solo-learn's files carry that change nothing trained here (accepted and ignored): left out of
+#: :func:`config_hash` too, so a recipe hashes as it did before the schema took them
+UNUSED_KEYS = ("dali", *LEFTOVER_KEYS)
+
+
 def config_hash(cfg: Config) -> str:
-    """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`.
+    """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`
+    and :data:`UNUSED_KEYS`.
 
     Key order does not matter; any other value that differs gives another hash.
     """
-    trained = {key: value for key, value in config_to_dict(cfg).items() if key not in RUN_CONTROL_KEYS}
+    left_out = (*RUN_CONTROL_KEYS, *UNUSED_KEYS)
+    trained = {key: value for key, value in config_to_dict(cfg).items() if key not in left_out}
     canonical = json.dumps(trained, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
