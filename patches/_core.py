@@ -254,6 +254,7 @@ PATCH_MODULES = (
     "topk_few_classes",
     "static_lr_pickle",
     "lars_closure",
+    "unlabelled_batches",
 )
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from unmix_ext import cli, demo, export, linear, main_pretrain, reproduce, run
+from unmix_ext.errors import CommandError
 
 COMMANDS = (run, linear, export, reproduce, demo, main_pretrain)
 
@@ -51,7 +52,7 @@ def test_recipe_options_are_the_same_settings_as_key_value():
 
 
 def test_a_command_error_is_one_line_with_its_exit_status(capsys):
-    class Failed(cli.CommandError):
+    class Failed(CommandError):
         exit_status = 3
 
     def fail(**_):

@@ -867,3 +867,23 @@ def test_a_swav_checkpoint_of_two_processes_fits_the_resume_check(build_method, 
     check_resumable(path, model, "swav")
 
     assert model.queue.shape == (2, 8, model.proj_output_dim)
+
+
+# --- unlabelled_batches ---------------------------------------------------------------
+
+
+def test_online_classifier_loss_is_zero_on_a_batch_without_labels_and_unchanged_with_labels():
+    from types import SimpleNamespace
+
+    from solo.methods.base import BaseMethod
+
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    owner = SimpleNamespace(base_forward=lambda images: {"logits": logits, "feats": images})
+
+    unlabelled = BaseMethod._base_shared_step(owner, torch.zeros(4, 2), torch.full((4,), -1))
+    unlabelled["loss"].backward()
+    partly = BaseMethod._base_shared_step(owner, torch.zeros(4, 2), torch.tensor([0, -1, 2, 1]))
+
+    assert unlabelled["loss"].item() == 0.0 and torch.isfinite(logits.grad).all()
+    labelled = torch.tensor([0, 2, 1])
+    torch.testing.assert_close(partly["loss"], F.cross_entropy(logits[[0, 2, 3]], labelled))

@@ -346,7 +346,6 @@ BAD = [
     ("a method only newer solo-learn has", {}, ["method=mocov3", "scale=smoke"], "method"),
     ("an augmentation 1.0.2 lacks", {}, ["augmentations.0.equalization.prob=0.2"], "augmentations.0.equalization.prob"),
     ("no random resized crop", {}, ["augmentations.0.rrc.enabled=false"], "augmentations.0.rrc.enabled"),
-    ("momentum for a method without one", {"momentum": {"base_tau": 0.99}}, [], "momentum.base_tau"),
     ("GPU asked of a machine without one", {}, ["accelerator=gpu"] if not torch.cuda.is_available() else
      ["accelerator=tpu"], "accelerator"),
     ("dali at full scale", {}, ["data.format=dali"], "data.format"),

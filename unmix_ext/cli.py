@@ -12,7 +12,7 @@ Each ``unmix_ext/<command>.py`` declares its :class:`Command`. This module impor
 the implementation (torch, Lightning, solo-learn) is imported only once the arguments parse, so
 ``--help`` answers at once. A mistake in a recipe, the data or a checkpoint, and a failed run, end
 the command with one line on stderr, ``error: <key>: ...``, and exit status 2
-(:class:`CommandError`), not a traceback.
+(:class:`unmix_ext.errors.CommandError`, raised by the layer that finds the mistake), not a traceback.
 """
 from __future__ import annotations
 
@@ -22,17 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-#: exit status of a command stopped by a recipe, data or checkpoint mistake, or a failed run
-USAGE_ERROR = 2
-
-
-class CommandError(ValueError):
-    """A failure a command reports in one line (``error: <message>``) and ends with :attr:`exit_status`."""
-
-    exit_status = USAGE_ERROR
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+from unmix_ext.errors import CommandError
 
 
 def one_line(err: Exception) -> str:

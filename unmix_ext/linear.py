@@ -1,7 +1,7 @@
-"""``python -m unmix_ext.linear CHECKPOINT [key=value ...]``: the linear protocol on a run's checkpoint.
+"""``python -m unmix_ext.linear RUN_DIR|CHECKPOINT [key=value ...]``: the linear protocol on a run's checkpoint.
 
-It reads the recipe the run saved (``RUN_DIR/config.yaml``), applies the overrides (e.g.
-``eval.linear.lr=0.1``) and writes ``RUN_DIR/linear.json`` (:mod:`unmix_ext.runner.linear`).
+It reads the recipe the run saved (``RUN_DIR/config.yaml``), applies the overrides (``eval.linear.*``,
+data paths, devices; any other key is refused in one line) and writes ``RUN_DIR/linear.json`` (:mod:`unmix_ext.runner.linear`).
 """
 import sys
 
@@ -9,7 +9,7 @@ from unmix_ext.cli import Command, argument
 
 COMMAND = Command(
     "linear", __doc__, "unmix_ext.runner.linear:evaluate_checkpoint",
-    (argument("checkpoint", help="a .ckpt written by python -m unmix_ext.run"),),
+    (argument("checkpoint", help="a run directory of python -m unmix_ext.run, or a .ckpt in one"),),
     settings=True,
 )
 main = COMMAND.main

@@ -1,52 +1,29 @@
 """The solo-learn method a recipe describes: its class and constructor arguments.
 
 Every constructor argument starts from solo-learn's own argparse default
-(:func:`unmix_ext.runner.solo_kwargs.method_kwargs`); the recipe then sets:
+(:func:`unmix_ext.runner.solo_kwargs.method_kwargs`); the recipe then sets those that
+:data:`unmix_ext.runner.solo_format.METHOD` pairs with a recipe key, with these rules on the way:
 
-========================== ===============================================
-solo-learn argument        recipe key
-========================== ===============================================
-encoder, backbone_args     ``backbone.name``, ``backbone.kwargs`` (merged
-                           last over ``cifar`` = images of at most 32 px,
-                           and ``img_size``/``patch_size`` for ViT/Swin);
-                           ``timm/<model>``: any timm model
-                           (:mod:`unmix_ext.backbones`)
-optimizer, lars            ``optimizer.name``: sgd, lars (SGD wrapped in
-                           LARS), adam or adamw
-lr, classifier_lr          ``optimizer.lr``, ``optimizer.classifier_lr``, per
-                           256 images: scaled by solo-learn's rule
-                           ``lr * batch_size * world_size / 256`` (its
-                           ``main_pretrain.py``)
-weight_decay, batch_size   ``optimizer.weight_decay``, ``optimizer.batch_size``
-                           (per device)
-accumulate_grad_batches    ``accumulate_grad_batches`` (also the Trainer's)
-base_tau_momentum,         ``momentum.base_tau``, ``momentum.final_tau``,
-final_tau_momentum,        ``momentum.classifier`` (momentum methods only)
-momentum_classifier
-eta_lars, grad_clip_lars,  ``optimizer.kwargs.eta``, ``.clip_lr``,
-exclude_bias_n_norm        ``.exclude_bias_n_norm`` (LARS only)
-extra_optimizer_args       the other ``optimizer.kwargs`` (SGD/LARS default
-                           ``momentum: 0.9``)
-scheduler, warmup_epochs,  ``scheduler.*``
-warmup_start_lr, min_lr,
-lr_decay_steps
-num_large_crops,           ``augmentations``: groups with the first group's
-num_small_crops            crop size are large crops, the others small
-max_epochs                 ``max_epochs``
-knn_eval                   ``eval.knn.enabled`` (the online kNN; turn it
-                           off with ``method_kwargs.knn_eval: false``)
-unmix_*                    ``unmix.*`` and ``seed`` (``<method>_unmix`` only)
-anything else              ``method_kwargs``, verbatim
-========================== ===============================================
+- ``backbone.kwargs`` is merged last over ``cifar`` (images of at most 32 px) and, for ViT/Swin,
+  ``img_size``/``patch_size``; ``timm/<model>`` is any timm model (:mod:`unmix_ext.backbones`);
+- ``optimizer.name``: sgd, lars (SGD wrapped in LARS), adam or adamw; ``optimizer.lr`` and
+  ``optimizer.classifier_lr`` are per 256 images, scaled by solo-learn's rule
+  ``lr * batch_size * world_size / 256`` (its ``main_pretrain.py``); the LARS rows of
+  ``optimizer.kwargs`` go to LARS, the others to the torch optimizer (SGD/LARS default ``momentum: 0.9``);
+- ``momentum.*`` for momentum methods only (null: the method's default);
+- ``num_large_crops``/``num_small_crops``: groups with the first group's crop size are large crops;
+- ``knn_eval`` (the online kNN) is ``eval.knn.enabled``; ``unmix_*`` (``<method>_unmix`` only);
+- anything else: ``method_kwargs``, verbatim.
 
 Example::
 
-    cfg = load_config("recipes/small/simclr-cifar10.yaml")
+    cfg = load_recipe("recipes/small/simclr-cifar10.yaml")   # unmix_ext.runner.recipe: checked
     model = build_method(cfg, num_classes=10)     # a solo.methods.SimCLR
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from typing import Any
 
@@ -54,8 +31,9 @@ import torch
 
 from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
 from unmix_ext.methods import UNMIX_SUFFIX
-from unmix_ext.runner.config import Config, ConfigError, check_method_name, resolved_method
+from unmix_ext.runner.config import LEFTOVER_KEYS, Config, ConfigError, Dali, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
+from unmix_ext.runner.solo_format import READ_FROM_SECTION_ONLY, read, recipe_key, section_rows
 from unmix_ext.runner.solo_kwargs import method_kwargs, solo_defaults
 
 #: native image side (pixels) up to which ResNets get the CIFAR stem (3x3 conv, no max-pool)
@@ -63,47 +41,10 @@ CIFAR_STEM_MAX_SIDE = 32
 #: solo-learn's rule for linearly scaled learning rates: lr and classifier_lr are given per this many images
 LR_REFERENCE_BATCH = 256
 
-# optimizer.kwargs the runner reads itself (LARS settings), by solo-learn argument
-_LARS_KWARGS = {"eta": "eta_lars", "clip_lr": "grad_clip_lars", "exclude_bias_n_norm": "exclude_bias_n_norm"}
 _TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "lars": torch.optim.SGD, "adam": torch.optim.Adam,
                      "adamw": torch.optim.AdamW}
-
-# solo-learn arguments that come from another recipe key; method_kwargs may not set them
-_DERIVED = {
-    "encoder": "backbone.name",
-    "backbone_args": "backbone.kwargs",
-    "num_classes": "data.dataset",
-    "max_epochs": "max_epochs",
-    "batch_size": "optimizer.batch_size",
-    "optimizer": "optimizer.name",
-    "lars": "optimizer.name",
-    "lr": "optimizer.lr",
-    "classifier_lr": "optimizer.classifier_lr",
-    "weight_decay": "optimizer.weight_decay",
-    "extra_optimizer_args": "optimizer.kwargs",
-    "eta_lars": "optimizer.kwargs.eta",
-    "grad_clip_lars": "optimizer.kwargs.clip_lr",
-    "exclude_bias_n_norm": "optimizer.kwargs.exclude_bias_n_norm",
-    "accumulate_grad_batches": "accumulate_grad_batches",
-    "base_tau_momentum": "momentum.base_tau",
-    "final_tau_momentum": "momentum.final_tau",
-    "momentum_classifier": "momentum.classifier",
-    "scheduler": "scheduler.name",
-    "lr_decay_steps": "scheduler.lr_decay_steps",
-    "min_lr": "scheduler.min_lr",
-    "warmup_start_lr": "scheduler.warmup_start_lr",
-    "warmup_epochs": "scheduler.warmup_epochs",
-    "num_large_crops": "augmentations",
-    "num_small_crops": "augmentations",
-    "unmix_alpha": "unmix.alpha",
-    "unmix_prob": "unmix.prob",
-    "unmix_per_sample": "unmix.per_sample",
-    "unmix_lam": "unmix.lam",
-    "unmix_view": "unmix.view",
-    "unmix_symmetric": "unmix.symmetric",
-    "unmix_target_side": "unmix.target_side",
-    "unmix_seed": "seed",
-}
+# optimizer.kwargs the runner reads itself (LARS settings): leaf key -> solo-learn argument
+_LARS_KWARGS = section_rows("optimizer.kwargs.")
 
 
 #: methods that train on any number of large crops (solo-learn's own rule); every other takes exactly two
@@ -207,12 +148,62 @@ def _accepted_arguments(cls: type) -> set[str]:
     return names - {"self", "args", "kwargs"}
 
 
-def _check_method_kwargs(cfg: Config, cls: type) -> None:
+@functools.cache
+def _solo_argument_names() -> frozenset[str]:
+    """Every argument some solo-learn method (or Un-Mix variant) takes."""
+    return frozenset().union(*(_accepted_arguments(cls) for cls in ssl_methods().values()))
+
+
+def ignored_keys(cfg: Config) -> list[str]:
+    """The keys solo-learn main accepts and ignores for the recipe's method, which the build leaves out too.
+
+    - ``momentum.*`` of a method without a momentum encoder (solo-learn reads that section in its
+      momentum methods only; its ``nnsiam.yaml`` sets it);
+    - ``method_kwargs`` that repeat a section solo-learn main reads on its own
+      (:data:`unmix_ext.runner.solo_format.READ_FROM_SECTION_ONLY`; its ``ressl.yaml`` writes
+      ``base_tau_momentum``...);
+    - ``method_kwargs`` that another solo-learn method takes but this one does not (solo-learn
+      hands ``method_kwargs`` to the method, which reads what it knows; its ``simsiam.yaml`` sets
+      ``temperature``). A name no method takes is refused as a typo (:func:`check_method`);
+    - ``dali.*`` (DALI is not used here, see :class:`unmix_ext.runner.config.Dali`) and
+      :data:`unmix_ext.runner.config.LEFTOVER_KEYS` (read by nothing in solo-learn main), when set.
+    """
+    from solo.methods.base import BaseMomentumMethod
+
+    cls = method_class(cfg)
+    ignored = []
+    if not issubclass(cls, BaseMomentumMethod):
+        m = cfg.momentum
+        ignored += [f"momentum.{key}" for key, value in (("base_tau", m.base_tau), ("final_tau", m.final_tau),
+                                                          ("classifier", m.classifier or None)) if value is not None]
+    ignored += [f"dali.{key}" for key, value in vars(cfg.dali).items() if value != getattr(Dali(), key)]
+    ignored += [key for key in LEFTOVER_KEYS if getattr(cfg, key) is not None]
     accepted = _accepted_arguments(cls)
     for key in cfg.method_kwargs:
+        read_elsewhere = (recipe_key(key) or "").startswith(READ_FROM_SECTION_ONLY)
+        if read_elsewhere or (key not in accepted and recipe_key(key) is None and key in _solo_argument_names()):
+            ignored.append(f"method_kwargs.{key}")
+    return ignored
+
+
+def ignored_keys_notice(cfg: Config) -> str | None:
+    """One line listing :func:`ignored_keys`, or None when there are none."""
+    ignored = ignored_keys(cfg)
+    if not ignored:
+        return None
+    return (f"notice: {resolved_method(cfg)} does not use {', '.join(ignored)}; accepted and ignored, as "
+            "solo-learn does (see ignored_keys in results.json)")
+
+
+def _check_method_kwargs(cfg: Config, cls: type) -> None:
+    accepted = _accepted_arguments(cls)
+    ignored = ignored_keys(cfg)
+    for key in cfg.method_kwargs:
         path = f"method_kwargs.{key}"
-        if key in _DERIVED:
-            raise ConfigError(f"{path}: set from {_DERIVED[key]}; set it there")
+        if path in ignored:
+            continue
+        if recipe_key(key) is not None:
+            raise ConfigError(f"{path}: set from {recipe_key(key)}; set it there")
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean method_kwargs.{close[0]}?" if close else ""
@@ -220,18 +211,16 @@ def _check_method_kwargs(cfg: Config, cls: type) -> None:
 
 
 def _momentum_args(cfg: Config, cls: type) -> dict[str, Any]:
-    """``momentum.*`` as solo-learn 1.0.2 arguments (null: the method's default); raises ConfigError when
-    the method has no momentum encoder to apply them to."""
+    """``momentum.*`` as solo-learn 1.0.2 arguments (null: the method's default); none for a method
+    without a momentum encoder."""
     from solo.methods.base import BaseMomentumMethod
 
     m = cfg.momentum
     named = {"base_tau_momentum": m.base_tau, "final_tau_momentum": m.final_tau,
              "momentum_classifier": True if m.classifier else None}
-    args = {key: value for key, value in named.items() if value is not None}
-    if args and not issubclass(cls, BaseMomentumMethod):
-        first = _DERIVED[next(iter(args))]
-        raise ConfigError(f"{first}: {resolved_method(cfg)} has no momentum encoder; remove the momentum section")
-    return args
+    if not issubclass(cls, BaseMomentumMethod):
+        return {}  # solo-learn ignores the section here: ignored_keys() lists it
+    return {key: value for key, value in named.items() if value is not None}
 
 
 def _check_crops(cfg: Config) -> None:
@@ -280,30 +269,22 @@ def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> di
         num_classes: classes of the labelled split (online classifier and kNN).
         world_size: processes training together (devices x nodes), for the learning-rate rule.
     """
-    check_method(cfg)
     cls = method_class(cfg)
     num_large, num_small = crop_counts(cfg)
-    sched = cfg.scheduler
     mapped: dict[str, Any] = {
         "encoder": cfg.backbone.name,
         "backbone_args": backbone_args(cfg),
         **_optimizer_args(cfg, world_size),
-        "scheduler": sched.name,
-        "warmup_epochs": sched.warmup_epochs,
-        "warmup_start_lr": sched.warmup_start_lr,
-        "min_lr": sched.min_lr,
-        "lr_decay_steps": sched.lr_decay_steps,
-        "knn_eval": cfg.eval.knn.enabled,
+        **{solo: read(cfg.scheduler, key) for key, solo in section_rows("scheduler.").items()},
+        "knn_eval": cfg.eval.knn.enabled and not cfg.data.no_labels,
         "accumulate_grad_batches": cfg.accumulate_grad_batches,
         **_momentum_args(cfg, cls),
     }
     if resolved_method(cfg).endswith(UNMIX_SUFFIX):
-        u = cfg.unmix
-        mapped.update(
-            unmix_alpha=u.alpha, unmix_prob=u.prob, unmix_per_sample=u.per_sample, unmix_lam=u.lam,
-            unmix_view=u.view, unmix_symmetric=u.symmetric, unmix_target_side=u.target_side, unmix_seed=cfg.seed,
-        )
-    mapped.update(cfg.method_kwargs)
+        mapped.update({solo: read(cfg.unmix, key) for key, solo in section_rows("unmix.").items()},
+                      unmix_seed=cfg.seed)
+    ignored = ignored_keys(cfg)
+    mapped.update({key: value for key, value in cfg.method_kwargs.items() if f"method_kwargs.{key}" not in ignored})
     kwargs = method_kwargs(
         cls, num_classes=num_classes, cifar=mapped["backbone_args"]["cifar"], max_epochs=cfg.max_epochs,
         num_large_crops=num_large, num_small_crops=num_small, **mapped,

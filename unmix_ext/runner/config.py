@@ -18,35 +18,45 @@ Example (with solo-learn's ``scripts/pretrain/cifar/simclr.yaml`` saved as ``rec
     >>> resolved_method(cfg), cfg.unmix.alpha, len(config_hash(cfg))
     ('simclr_unmix', 0.5, 12)
 
-Checked elsewhere: device counts and data paths (the runner), what solo-learn 1.0.2 can
-build and ``method_kwargs`` (:mod:`unmix_ext.runner.builder`), the smoke shrink (:mod:`unmix_ext.runner.smoke`).
+:func:`validate` is the schema's part of the one check a loaded recipe gets,
+:func:`unmix_ext.runner.recipe.check_recipe` (which adds what solo-learn 1.0.2 can build, the
+augmentations and the data rules). A file in solo-learn main's format (with Hydra's ``hydra:``
+block) takes solo-learn main's defaults for the keys it leaves out
+(:data:`unmix_ext.runner.solo_format.MAIN_DEFAULTS`); ``.yml`` files compose as ``.yaml`` ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import hashlib
 import json
 import math
+import tempfile
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from omegaconf import MISSING as REQUIRED  # "???": OmegaConf reports the key if no file sets it
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 from unmix_ext.losses import TARGET_SIDES
 from unmix_ext.methods.base import UNMIX_DEFAULTS, UNMIX_SUFFIX
 from unmix_ext.runner.data import DATASETS as DATASET_SPECS
 from unmix_ext.runner.data import ON_CORRUPT
+from unmix_ext.runner.solo_format import MAIN_DEFAULTS
 
-#: methods of newer solo-learn releases (main-branch configs) that 1.0.2, which this package extends, lacks
-NEWER_SOLO_METHODS = ("all4one", "mae", "mocov3", "supcon", "vibcreg")
+#: the names Hydra composes (``.yml`` as solo-learn main's all4one.yml is)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+#: methods of newer solo-learn releases that 1.0.2, which this package extends, lacks: the release each came with
+NEWER_SOLO_METHODS = {"vibcreg": "solo-learn 1.0.3", "supcon": "solo-learn 1.0.4", "mocov3": "solo-learn 1.0.5",
+                      "mae": "solo-learn 1.0.6", "all4one": "solo-learn after 1.0.8 (its main branch)"}
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
@@ -208,6 +218,17 @@ class Data:
     download: bool = False
     on_corrupt: str = _field("error", choices=ON_CORRUPT)
     augment: str = _field("per_image", choices=AUGMENT_MODES)
+
+
+@dataclass
+class Dali:
+    """solo-learn's DALI loader settings (``data.format: dali``): where it decodes, and whether it packs image
+    indices into the labels. Accepted and ignored, as solo-learn ignores them with any other format: DALI
+    is refused at full scale and read by the image-folder reader at smoke scale, whose batches carry
+    the indices always."""
+
+    device: str = _field("gpu", choices=("gpu", "cpu"))
+    encode_indexes_into_labels: bool = False
 
 
 @dataclass
@@ -398,6 +419,7 @@ class Config:
     method_kwargs: Dict[str, Any] = _field(factory=dict)
     momentum: Momentum = _field(factory=Momentum)
     data: Data = _field(factory=Data)
+    dali: Dali = _field(factory=Dali)
     augmentations: List[Augmentation] = _field(factory=lambda: [Augmentation()])
     optimizer: Optimizer = _field(factory=Optimizer)
     scheduler: Scheduler = _field(factory=Scheduler)
@@ -420,6 +442,14 @@ class Config:
     scale: str = _field("full", choices=SCALES)
     eval: Eval = _field(factory=Eval)
     unmix: Unmix = _field(factory=Unmix)
+    # paths of solo-learn's pre-Hydra config files that imagenet-100/simsiam.yaml still carries and nothing
+    # in solo-learn main reads: accepted and ignored (LEFTOVER_KEYS)
+    augmentations_cfg: Optional[str] = None
+    wandb_cfg: Optional[str] = None
+
+
+#: top-level keys solo-learn main's own YAMLs carry and nothing reads
+LEFTOVER_KEYS = ("augmentations_cfg", "wandb_cfg")
 
 
 # --- Messages
@@ -629,10 +659,10 @@ def check_method_name(name: str, known: Iterable[str], key: str = "method", via:
     solo-learn says so, any other unknown name suggests the nearest known ones."""
     known = sorted(set(known))
     base = name[: -len(UNMIX_SUFFIX)] if name.endswith(UNMIX_SUFFIX) else name
-    if base in NEWER_SOLO_METHODS:
+    if name not in known and base in NEWER_SOLO_METHODS:
         bases = ", ".join(m for m in known if not m.endswith(UNMIX_SUFFIX))
-        raise ConfigError(f"{key}: {base} exists only in newer solo-learn (1.0.6 and later), not in 1.0.2, which "
-                          f"unmix_ext extends; pick one of {bases}")
+        raise ConfigError(f"{key}: {base} came with {NEWER_SOLO_METHODS[base]}, not in 1.0.2, which unmix_ext extends; "
+                          f"pick one of {bases}")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
@@ -718,19 +748,53 @@ def compose(path: str | Path, overrides: Iterable[str] = ()) -> Any:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"recipe: file not found: {path}")
-    if path.suffix != ".yaml":
-        raise ConfigError(f"recipe: {path} must end in .yaml (Hydra reads no other name); rename it")
+    if path.suffix not in YAML_SUFFIXES:
+        raise ConfigError(f"recipe: {path} must end in .yaml or .yml (Hydra reads no other name); rename it")
     hydra_overrides = [_hydra_override(text, path.parent) for text in overrides]
+    with _as_yaml(path) as config_dir:
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+                composed = hydra_compose(config_name=path.stem, overrides=hydra_overrides)
+        except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
+            # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
+            detail = detail.split("Config search path")[0].replace(str(config_dir), str(path.parent))
+            raise ConfigError(f"{path}: {detail}") from None
+    if _solo_main_format(path):
+        for key, value in MAIN_DEFAULTS.items():
+            if OmegaConf.select(composed, key) is None:
+                OmegaConf.update(composed, key, value, force_add=True)
+    return composed
+
+
+@contextlib.contextmanager
+def _as_yaml(path: Path) -> Iterator[Path]:
+    """The folder Hydra composes ``path`` from. Hydra (from version_base 1.2) looks up ``<name>.yaml`` only, so
+    a ``.yml`` file (solo-learn main ships ``all4one.yml``) is composed from a folder of links to its own folder's
+    entries, where the file is linked as ``<name>.yaml``: the same defaults list and group folders."""
+    if path.suffix == ".yaml":
+        yield path.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="unmix-yml-") as tmp:
+        for entry in path.parent.iterdir():
+            if entry.suffix != ".yaml" or entry.stem != path.stem:
+                (Path(tmp) / entry.name).symlink_to(entry)
+        (Path(tmp) / f"{path.stem}.yaml").symlink_to(path)
+        yield Path(tmp)
+
+
+def _solo_main_format(path: Path) -> bool:
+    """Whether the file is one of solo-learn main's (they carry Hydra's ``hydra:`` block; recipes here do not)."""
+    import yaml
+
     try:
-        with initialize_config_dir(config_dir=str(path.parent), version_base=None):
-            return hydra_compose(config_name=path.stem, overrides=hydra_overrides)
-    except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
-        # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
-        raise ConfigError(f"{path}: {detail.split('Config search path')[0]}") from None
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # compose has read it, so this does not happen
+    return isinstance(raw, dict) and "hydra" in raw
 
 
 def load_config(
@@ -767,11 +831,18 @@ def config_to_dict(cfg: Config) -> dict:
 RUN_CONTROL_KEYS = ("auto_resume", "checkpoint", "nan_guard", "wandb")
 
 
+#: keys solo-learn's files carry that change nothing trained here (accepted and ignored): left out of
+#: :func:`config_hash` too, so a recipe hashes as it did before the schema took them
+UNUSED_KEYS = ("dali", *LEFTOVER_KEYS)
+
+
 def config_hash(cfg: Config) -> str:
-    """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`.
+    """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`
+    and :data:`UNUSED_KEYS`.
 
     Key order does not matter; any other value that differs gives another hash.
     """
-    trained = {key: value for key, value in config_to_dict(cfg).items() if key not in RUN_CONTROL_KEYS}
+    left_out = (*RUN_CONTROL_KEYS, *UNUSED_KEYS)
+    trained = {key: value for key, value in config_to_dict(cfg).items() if key not in left_out}
     canonical = json.dumps(trained, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -87,7 +87,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 
 SPLITS = ("train", "val", "pretrain")
 #: the file extensions torchvision's ImageFolder reads (matched ignoring case)
@@ -865,6 +865,15 @@ def _load_image_folder(site: _Site, split: str, on_corrupt: str = "error", verif
     # no class folders: unlabeled images
     paths, targets = _labelled_files(site, folder, [], [])
     return FileDataset(paths, targets, [], folder, site.key, on_corrupt, verify)
+
+
+def has_val_split(name: str, root: str | Path | None) -> bool:
+    """Whether dataset ``name`` at ``root`` has validation images apart from its training images: every
+    dataset but an image folder without a ``val/`` subfolder (whose "val" split would be its training images)."""
+    if name != "image_folder" or root is None:
+        return True
+    root = Path(root).expanduser()
+    return not root.is_dir() or (root / "val").is_dir()
 
 
 DATASETS["image_folder"] = DatasetSpec(

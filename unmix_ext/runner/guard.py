@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 
 #: what the Un-Mix variants log for the two parts of their loss (unmix_ext.methods.base)
 LOSS_PARTS = {"base": "unmix/base_loss", "mix": "unmix/mix_loss"}

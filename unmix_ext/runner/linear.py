@@ -10,10 +10,13 @@ last epoch's validation.
 As a command, on a checkpoint a run wrote::
 
     python -m unmix_ext.linear RUN_DIR/checkpoints/last.ckpt [key=value ...]
+    python -m unmix_ext.linear RUN_DIR [key=value ...]         # its last checkpoint
 
 It reads the recipe the run saved (``RUN_DIR/config.yaml``), applies the
-overrides (e.g. ``eval.linear.lr=0.1``), trains and scores the classifier,
-prints the accuracy and writes it to ``RUN_DIR/linear.json``.
+overrides (e.g. ``eval.linear.lr=0.1``; a key the protocol does not read, such
+as the pretraining's ``optimizer.lr``, is refused in one line naming the one it
+does read), trains and scores the classifier, prints the accuracy and writes it
+to ``RUN_DIR/linear.json``.
 """
 from __future__ import annotations
 
@@ -25,17 +28,30 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.runner.builder import build_method, ssl_methods
-from unmix_ext.runner.config import Config, ConfigError, load_config
+from unmix_ext.runner.builder import build_method
+from unmix_ext.runner.config import Config, ConfigError
 from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.files import atomic_write_text, read_checkpoint, short_message
 from unmix_ext.runner.guard import CheckpointError
-from unmix_ext.runner.pipeline import eval_loader, eval_transform, linear_train_transform, load_split, num_classes
+from unmix_ext.runner.pipeline import (
+    describe_eval_split,
+    eval_loader,
+    eval_split,
+    eval_transform,
+    linear_train_transform,
+    load_split,
+    num_classes,
+)
+from unmix_ext.runner.recipe import load_recipe
 from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.solo_format import LINEAR_EVAL, by_column
 from unmix_ext.runner.smoke import effective
 from unmix_ext.runner.trainer import DevicePlan, device_plan, linear_trainer
 
-#: the file a run saves its resolved recipe to, in its run directory
+#: the recipe keys the linear protocol reads (a prefix ends in "."): its own settings, the data and the machine
+LINEAR_KEYS = ("eval.linear.", "data.train_path", "data.val_path", "data.no_labels", "data.num_workers", "data.fraction",
+               "data.download", "data.on_corrupt", "seed", "scale", "devices", "num_nodes", "accelerator",
+               "strategy", "precision", "deterministic")
 
 
 def linear_protocol(
@@ -82,21 +98,62 @@ def load_backbone(cfg: Config, checkpoint: Path, classes: int) -> nn.Module:
     return model.encoder
 
 
+def check_linear_overrides(overrides: Sequence[str]) -> None:
+    """Raises ConfigError (one line) for an override the linear protocol would not apply: any key outside
+    :data:`LINEAR_KEYS`, which only change how a checkpoint was pretrained."""
+    hints = by_column(LINEAR_EVAL, "solo", "recipe")
+    for text in overrides:
+        key = text.partition("=")[0].strip().lstrip("+~")
+        if key.startswith(LINEAR_KEYS) or key in LINEAR_KEYS:
+            continue
+        hint = f"; the linear protocol's is {hints[key]}" if key in hints else ""
+        taken = ", ".join(name + "*" * name.endswith(".") for name in LINEAR_KEYS)
+        raise ConfigError(f"{key}: not read by the linear protocol (it sets pretraining, which the checkpoint has "
+                          f"done){hint}; it takes {taken}")
+
+
+def _checkpoint_of(target: Path) -> Path:
+    """The checkpoint ``target`` names: the file itself, or a run directory's last (else newest) checkpoint."""
+    if target.is_dir():
+        run_dir = RunDir(target.resolve())
+        if not run_dir.config.is_file():
+            raise ConfigError(f"checkpoint: {target} holds no config.yaml; give a run directory or a .ckpt in one")
+        found = run_dir.last_checkpoint if run_dir.last_checkpoint.is_file() else run_dir.newest_checkpoint()
+        if found is None:
+            raise ConfigError(f"checkpoint: {target} has no checkpoint in {run_dir.checkpoints}; was "
+                              "checkpoint.enabled false for that run?")
+        return found
+    if not target.is_file():
+        raise ConfigError(f"checkpoint: {target} does not exist")
+    return target
+
+
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict:
-    """The linear protocol on a run's checkpoint; writes and returns ``{"checkpoint", "linear_top1", ...}``."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ConfigError(f"checkpoint: {checkpoint} does not exist")
+    """The linear protocol on a run's checkpoint (or its run directory's last one); writes and returns
+    ``{"checkpoint", "linear_top1", ...}``.
+
+    Raises:
+        ConfigError: an override the protocol would not apply (:func:`check_linear_overrides`), no checkpoint,
+            a run on unlabelled images.
+    """
+    check_linear_overrides(overrides)
+    checkpoint = _checkpoint_of(Path(checkpoint))
     run_dir = RunDir.holding(checkpoint)
-    smoke = effective(load_config(run_dir.config, overrides, ssl_methods()))
+    smoke = effective(load_recipe(run_dir.config, overrides))
     cfg = smoke.cfg
+    if eval_split(cfg) is None:
+        raise ConfigError("data.no_labels: the run pretrained on unlabelled images, so there are no labels to fit "
+                          "and score a linear classifier on; give data.train_path=<labelled folder> "
+                          "data.no_labels=false")
     plan = device_plan(cfg)
     train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
     backbone = load_backbone(cfg, checkpoint, num_classes(val))
-    result = {"checkpoint": str(checkpoint.resolve()), "overrides": list(overrides)}
+    result = {"checkpoint": str(checkpoint.resolve()), "overrides": list(overrides), "eval_split": eval_split(cfg),
+              "eval_split_text": describe_eval_split(cfg)}
     result.update(linear_protocol(cfg, backbone, train, val, plan, run_dir))
     if rank_zero_only.rank == 0:
         atomic_write_text(run_dir.linear_results, json.dumps(result, indent=2) + "\n")
-        print(f"linear_top1 {result['linear_top1']:.2f}  linear_top5 {result['linear_top5']:.2f}  ({checkpoint})")
+        print(f"linear_top1 {result['linear_top1']:.2f}  linear_top5 {result['linear_top5']:.2f}  ({checkpoint}; "
+              f"scored on {result['eval_split_text']})")
     return result

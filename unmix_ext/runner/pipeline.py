@@ -26,11 +26,21 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 from unmix_ext.runner.batch_augment import BatchAugment, check_batch_augmentations
-from unmix_ext.runner.config import Augmentation, Config, ConfigError
-from unmix_ext.runner.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
+from unmix_ext.runner.config import Config, ConfigError
+from unmix_ext.runner.data import (
+    DATASETS,
+    DataError,
+    LabelledDataset,
+    balanced_subset,
+    build_dataset,
+    has_val_split,
+)
+from unmix_ext.runner.solo_format import solo_augmentation_args
 
 #: a centre crop keeps this share of the resized side (ImageNet's 224 of 256)
 CENTER_CROP_SHARE = 0.875
+#: share of a one-folder image dataset held out for scoring when the recipe gives no ``data.val_path``
+HELD_OUT_SHARE = 0.1
 #: share drawn above a ``limit`` before trimming, so per-class rounding never falls short of it
 LIMIT_MARGIN = 1.25
 
@@ -48,27 +58,14 @@ def check_augmentations(cfg: Config) -> None:
         check_batch_augmentations(cfg.augmentations)
 
 
-def _custom_transform_args(group: Augmentation) -> dict[str, Any]:
-    """One solo-learn augmentation group as the keyword arguments of 1.0.2's ``CustomTransform``."""
-    jitter = group.color_jitter
-    return {
-        "crop_size": group.crop_size, "min_scale": group.rrc.crop_min_scale, "max_scale": group.rrc.crop_max_scale,
-        "brightness": jitter.brightness, "contrast": jitter.contrast, "saturation": jitter.saturation,
-        "hue": jitter.hue, "color_jitter_prob": jitter.prob, "gray_scale_prob": group.grayscale.prob,
-        "gaussian_prob": group.gaussian_blur.prob, "solarization_prob": group.solarization.prob,
-        "horizontal_flip_prob": group.horizontal_flip.prob, "mean": group.mean, "std": group.std,
-    }
-
-
 def pretrain_transform(cfg: Config) -> Callable:
     """solo-learn's N-crop augmentation: PIL image -> list of tensors (3, S_g, S_g), one per crop;
     with ``data.augment: batch``, PIL image -> tensor (3, H, W) in [0, 1] (:func:`pretrain_collate` augments)."""
     from solo.utils.pretrain_dataloader import prepare_n_crop_transform, prepare_transform
 
-    check_augmentations(cfg)
     if cfg.data.augment == "batch":
         return transforms.ToTensor()
-    pipelines = [prepare_transform("custom", **_custom_transform_args(group)) for group in cfg.augmentations]
+    pipelines = [prepare_transform("custom", **solo_augmentation_args(group)) for group in cfg.augmentations]
     return prepare_n_crop_transform(pipelines, [group.num_crops for group in cfg.augmentations])
 
 
@@ -110,6 +107,32 @@ class IndexedDataset(Dataset):
         return (index, *self.dataset[index])
 
 
+def eval_split(cfg: Config) -> str | None:
+    """Which images the scores (online classifier, kNN, linear) come from; :data:`EVAL_SPLITS` says each in words.
+
+    ``val_path``: the folder ``data.val_path``; ``dataset``: the dataset's own validation or test
+    split under ``data.train_path``; ``held_out``: with no ``data.val_path`` and an image folder
+    without a ``val/`` subfolder, a class-balanced :data:`HELD_OUT_SHARE` of it, seeded by ``seed`` and left out of
+    pretraining; None: no scores (``data.no_labels``).
+    """
+    data = cfg.data
+    if data.no_labels:
+        return None
+    if data.val_path is not None:
+        return "val_path"
+    return "dataset" if has_val_split(data.dataset, data.train_path) else "held_out"
+
+
+def describe_eval_split(cfg: Config) -> str:
+    """:func:`eval_split` in words, for the printed summary."""
+    return {
+        "val_path": f"data.val_path ({cfg.data.val_path})",
+        "dataset": f"the {cfg.data.dataset} validation/test split",
+        "held_out": f"{HELD_OUT_SHARE:.0%} of data.train_path held out (no data.val_path; not pretrained on)",
+        None: "none: data.no_labels is true, so nothing is scored",
+    }[eval_split(cfg)]
+
+
 def load_split(
     cfg: Config, split: str, transform: Callable | None, limit: int | None = None
 ) -> LabelledDataset:
@@ -130,10 +153,18 @@ def load_split(
     root, key = (data.val_path, "data.val_path") if on_val_path else (data.train_path, "data.train_path")
     fraction = 1.0 if split == "val" or data.fraction == -1 else data.fraction  # solo-learn's -1: all
     options = {"on_corrupt": data.on_corrupt} if "on_corrupt" in DATASETS[data.dataset].options else {}
+    held_out = eval_split(cfg) == "held_out"
     dataset = build_dataset(
-        data.dataset, root, split, transform, download=data.download,
-        fraction=fraction, seed=cfg.seed, root_key=key, **options,
+        data.dataset, root, "train" if held_out else split, transform, download=data.download,
+        fraction=1.0 if held_out else fraction, seed=cfg.seed, root_key=key, **options,
     )
+    if held_out:  # no val folder: the val images are a share of the training images the training splits never see
+        val = balanced_subset(dataset.targets, HELD_OUT_SHARE, cfg.seed)
+        dataset.select(val if split == "val" else np.setdiff1d(np.arange(len(dataset)), val))
+        if fraction < 1:
+            dataset.select(balanced_subset(dataset.targets, fraction, cfg.seed))
+    if data.no_labels:  # solo-learn's unlabelled custom data: class folders, if any, are not labels
+        dataset.targets[:] = -1
     if limit is not None and len(dataset) > limit:
         # a class-balanced share rounds per class; trim the surplus at random to exactly `limit`
         kept = balanced_subset(dataset.targets, min(1.0, LIMIT_MARGIN * limit / len(dataset)), cfg.seed)

@@ -2,15 +2,18 @@
 
 One recipe (see :mod:`unmix_ext.runner.config`) is one run:
 
-1. the recipe is loaded and checked (a mistake is one line, ``error: <key>:
+1. the recipe is loaded and checked once (:func:`unmix_ext.runner.recipe.load_recipe`; a mistake is one line, ``error: <key>:
    ...`` on stderr, exit status 2, as is every failure of the run itself: a
    non-finite loss, a foreign or unreadable checkpoint, a full disk, see
    :mod:`unmix_ext.runner.guard`); ``unmix.enabled: true`` selects the method's
-   ``<method>_unmix`` variant;
+   ``<method>_unmix`` variant; keys solo-learn accepts and ignores are printed in one notice and
+   listed in the results (``ignored_keys``);
 2. ``scale: smoke`` shrinks it to a few CPU minutes (:mod:`unmix_ext.runner.smoke`);
 3. the method pretrains with Lightning (:mod:`unmix_ext.runner.trainer`), validating
    its online classifier (and online kNN) every epoch;
-4. the frozen backbone is evaluated as ``eval`` asks: weighted kNN
+4. the frozen backbone is evaluated as ``eval`` asks, on the images
+   :func:`unmix_ext.runner.pipeline.eval_split` names (never the pretraining images; none with
+   ``data.no_labels``, and the results' ``eval_split`` says which): weighted kNN
    (:mod:`unmix_ext.runner.evaluate`) and the linear protocol (:mod:`unmix_ext.runner.linear`);
 5. ``results.json`` is written, atomically and only after success.
 
@@ -45,23 +48,25 @@ import yaml
 from pytorch_lightning.utilities import rank_zero_only
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.runner.builder import build_method, check_method, ssl_methods
-from unmix_ext.runner.config import Config, ConfigError, config_hash, config_to_dict, load_config, resolved_method
-from unmix_ext.runner.data import DATASETS, LabelledDataset
+from unmix_ext.runner.builder import build_method, ignored_keys, ignored_keys_notice
+from unmix_ext.runner.config import Config, ConfigError, config_hash, config_to_dict, resolved_method
+from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.evaluate import knn_accuracy
 from unmix_ext.runner.files import atomic_write_text
 from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError
 from unmix_ext.runner.linear import linear_protocol
 from unmix_ext.runner.pipeline import (
+    describe_eval_split,
     eval_loader,
+    eval_split,
     eval_transform,
     linear_train_transform,
-    check_augmentations,
     load_split,
     num_classes,
     pretrain_loader,
     pretrain_transform,
 )
+from unmix_ext.runner.recipe import load_recipe
 from unmix_ext.runner.rundir import RunDir
 from unmix_ext.runner.smoke import Smoke, describe_changes, effective
 from unmix_ext.runner.trainer import (
@@ -76,35 +81,6 @@ from unmix_ext.runner.trainer import (
 ONLINE_METRICS = ("val_acc1", "val_acc5", "val_knn_acc1", "val_knn_acc5")
 SECONDS_PER_HOUR = 3600
 _VERSIONED = ("torch", "torchvision", "pytorch-lightning", "solo-learn", "unmix-ext")
-
-
-def check_recipe(cfg: Config) -> None:
-    """What solo-learn 1.0.2 can build of the recipe (method, backbone, crops, augmentations, method arguments);
-    run before the smoke shrink, which would otherwise hide a mistake behind its own settings. Raises ConfigError."""
-    check_method(cfg)
-    check_augmentations(cfg)
-    if cfg.data.no_labels:
-        raise ConfigError("data.no_labels: the online classifier and the evaluations need labelled images; "
-                          "use an image folder with one subfolder per class and set it to false")
-
-
-def check_runtime(cfg: Config) -> DevicePlan:
-    """What the schema cannot check alone: data format, crop sizes, method arguments, devices; raises ConfigError."""
-    if cfg.data.format == "dali":
-        raise ConfigError(
-            "data.format: dali needs solo-learn's DALI loader (a GPU and nvidia-dali-cuda130), which unmix_ext does "
-            "not drive yet; use data.format=image_folder (the same folders, read by CPU workers), or scale=smoke"
-        )
-    native = DATASETS[cfg.data.dataset].image_size
-    for i, group in enumerate(cfg.augmentations):
-        # a folder of mixed sizes (ImageNet) upsamples its small images, as every ImageNet pipeline does
-        if native is not None and group.crop_size > native:
-            raise ConfigError(
-                f"augmentations.{i}.crop_size: {group.crop_size} px is larger than the {native}x{native} images of "
-                f"{cfg.data.dataset}, which would only be upsampled; use a crop_size <= {native}"
-            )
-    check_method(cfg)
-    return device_plan(cfg)
 
 
 def check_writable(folder: Path) -> None:
@@ -215,7 +191,7 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
 
     Args:
-        cfg: a loaded recipe (:func:`unmix_ext.runner.config.load_config`); not modified.
+        cfg: a checked recipe (:func:`unmix_ext.runner.recipe.load_recipe`); not modified.
         recipe: the file it came from, recorded in the results.
 
     Raises:
@@ -224,24 +200,25 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     """
     started = time.time()
     check_writable(Path(cfg.checkpoint.dir).expanduser())  # before the smoke shrink caches data there
-    check_recipe(cfg)
+    ignored = ignored_keys(cfg)
     smoke = as_run(cfg)
     cfg = smoke.cfg
     recipe_hash = config_hash(cfg)
     run_dir = RunDir.of(cfg)
-    if smoke.changes and rank_zero_only.rank == 0:
-        # the shrink may change keys the user set on purpose (a CIFAR stem, a crop size): say so before training
-        print(f"scale=smoke changes {describe_changes(smoke.changes)}", flush=True)
-    plan = check_runtime(cfg)
-    notice = emulated_bf16_notice(cfg, plan)
-    if notice and rank_zero_only.rank == 0:
-        print(notice, flush=True)
+    plan = device_plan(cfg)
+    # the shrink may change keys the user set on purpose (a CIFAR stem, a crop size): said before training
+    shrunk = f"scale=smoke changes {describe_changes(smoke.changes)}" if smoke.changes else None
+    for notice in (shrunk, ignored_keys_notice(cfg), emulated_bf16_notice(cfg, plan)):
+        if notice and rank_zero_only.rank == 0:
+            print(notice, flush=True)
 
     pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg), smoke.limits.get("pretrain"))
-    val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
+    scored = eval_split(cfg) is not None
+    val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val")) if scored else None
     train_loader = pretrain_loader(pretrain, cfg, plan.world_size)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the data above draws from cfg.seed itself
-    model = build_method(cfg, num_classes(val), plan.world_size)
+    # unlabelled data: a one-class classifier that the unlabelled_batches patch leaves untrained
+    model = build_method(cfg, num_classes(val) if scored else 1, plan.world_size)
 
     resume = _prepare_run_dir(cfg, run_dir)
     if resume is not None:
@@ -249,8 +226,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     trainer, progress = pretrain_trainer(cfg, plan, run_dir, len(train_loader))
     # data only, as check_resumable read it (Lightning's default is torch's, which
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns off)
-    trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume,
-                weights_only=True)
+    val_loader = eval_loader(val, cfg, cfg.eval.linear.batch_size) if scored else None
+    trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     checkpoint = None
     if cfg.checkpoint.enabled:
         checkpoint = run_dir.last_checkpoint
@@ -258,8 +235,9 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
             # weights_only=False saves the whole training state (optimizer, callbacks), so a rerun resumes from it
             trainer.save_checkpoint(checkpoint, weights_only=False)
 
-    metrics = _online_metrics(trainer)
-    metrics.update(_offline_metrics(cfg, model.encoder, val, smoke, plan, run_dir, trainer.strategy.root_device))
+    metrics = _online_metrics(trainer) if scored else {}
+    if scored:
+        metrics.update(_offline_metrics(cfg, model.encoder, val, smoke, plan, run_dir, trainer.strategy.root_device))
     results = {
         "recipe": None if recipe is None else str(Path(recipe).resolve()),
         "recipe_hash": recipe_hash,
@@ -273,6 +251,10 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         "smoke_changes": smoke.changes,
         "smoke_limits": smoke.limits,
         "metrics": metrics,
+        "eval_split": eval_split(cfg),
+        "eval_split_text": describe_eval_split(cfg),
+        "no_labels": cfg.data.no_labels,
+        "ignored_keys": ignored,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         # a finished run resumed trains no step, and Lightning then never starts training
@@ -322,6 +304,7 @@ def summary(results: dict[str, Any]) -> str:
         steps = ", ".join(map(str, results["skipped_steps"]))
         lines.append(f"  skipped      {len(results['skipped_steps'])} step(s) with a non-finite loss: {steps}")
     lines.append(f"  checkpoint   {results['checkpoint']}")
+    lines.append(f"  scored on    {results['eval_split_text']}")
     for label, keys in (("online", ("val_acc1", "val_knn_acc1")), ("kNN", ("knn_top1", "knn_top5")),
                         ("linear", ("linear_top1", "linear_top5"))):
         shown = [f"{key} {metrics[key]:.2f}" for key in keys if key in metrics]
@@ -335,4 +318,4 @@ def summary(results: dict[str, Any]) -> str:
 
 def run_recipe(recipe: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """What ``python -m unmix_ext.run`` does: :func:`run` of the recipe file with ``overrides``."""
-    return run(load_config(recipe, overrides, known_methods=ssl_methods()), recipe)
+    return run(load_recipe(recipe, overrides), recipe)

@@ -58,14 +58,15 @@ import torch.nn.functional as F
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
 from unmix_ext.mixing import UnMix
 from unmix_ext.recipes import ROOT as RECIPES_ROOT
-from unmix_ext.runner.builder import build_method, ssl_methods
-from unmix_ext.runner.config import Config, ConfigError, config_hash, load_config
+from unmix_ext.runner.builder import build_method
+from unmix_ext.runner.config import Config, ConfigError, config_hash
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError, build_dataset
 from unmix_ext.runner.evaluate import extract_features, knn_accuracy_of_features
 from unmix_ext.runner.linear import load_backbone
 from unmix_ext.runner.pipeline import (
     IndexedDataset, eval_loader, eval_transform, load_split, pretrain_collate, pretrain_transform,
 )
+from unmix_ext.runner.recipe import load_recipe
 from unmix_ext.runner.run import as_run, run
 from unmix_ext.runner.rundir import RunDir, saved_results
 from unmix_ext.runner.trainer import device_plan, emulated_bf16_notice
@@ -185,7 +186,7 @@ def ensure_fashion_mnist(root: Path = FASHION_MNIST_ROOT, download_root: Path = 
 
 def demo_config(recipe: Path, overrides: Sequence[str]) -> Config:
     """A demo recipe with ``overrides``."""
-    return load_config(recipe, overrides, known_methods=ssl_methods())
+    return load_recipe(recipe, overrides)
 
 
 def precision_overrides(cfg: Config) -> list[str]:

@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from unmix_ext.backbones import CHECKPOINT_ENTRY, is_timm_name, timm_model_name, use_cifar_stem
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint, short_message
 from unmix_ext.runner.guard import CheckpointError
 

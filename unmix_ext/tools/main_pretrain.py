@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.runner.builder import ssl_methods
+from unmix_ext.runner import solo_format
+from unmix_ext.runner.builder import LR_REFERENCE_BATCH, ssl_methods
 from unmix_ext.methods import UNMIX_SUFFIX
-from unmix_ext.runner.config import SCALES, ConfigError, check_method_name, config_from_dict
+from unmix_ext.runner.config import SCALES, ConfigError, check_method_name
+from unmix_ext.runner.recipe import recipe_from_dict
 from unmix_ext.runner.run import run
+from unmix_ext.runner.solo_format import by_column, put, section_rows
 from unmix_ext.runner.solo_kwargs import solo_defaults
 
 #: Lightning 1.4 Trainer flags solo-learn's scripts pass, with their argparse types
@@ -54,23 +57,11 @@ MULTICROP_SIZES = {"cifar10": (32, 24), "cifar100": (32, 24), "stl10": (96, 58)}
 MULTICROP_DEFAULT_SIZES = (224, 96)
 #: and its prepare_multicrop_transform's scales of the large and the small crops
 MULTICROP_SCALES = ((0.14, 1.0), (0.05, 0.14))
+#: augmentation flags 1.0.2 reads for --dataset custom only
+CUSTOM_DATA_FLAGS = ("mean", "std")
 #: per-pipeline augmentation flags (one value for all pipelines, or one per pipeline) -> recipe key
-AUGMENTATION_FLAGS = {
-    "brightness": "color_jitter.brightness", "contrast": "color_jitter.contrast",
-    "saturation": "color_jitter.saturation", "hue": "color_jitter.hue", "color_jitter_prob": "color_jitter.prob",
-    "gray_scale_prob": "grayscale.prob", "horizontal_flip_prob": "horizontal_flip.prob",
-    "gaussian_prob": "gaussian_blur.prob", "solarization_prob": "solarization.prob",
-    "min_scale": "rrc.crop_min_scale", "max_scale": "rrc.crop_max_scale", "crop_size": "crop_size",
-}
-#: method arguments that are recipe keys of their own (the rest go to method_kwargs)
-_RECIPE_ARGS = {
-    "encoder", "zero_init_residual", "patch_size", "batch_size", "lr", "classifier_lr", "weight_decay",
-    "num_workers", "name", "project", "entity", "wandb", "offline", "optimizer", "lars", "grad_clip_lars",
-    "eta_lars", "exclude_bias_n_norm", "scheduler", "lr_decay_steps", "min_lr", "warmup_start_lr",
-    "warmup_epochs", "encode_indexes_into_labels", "base_tau_momentum", "final_tau_momentum",
-    "momentum_classifier",
-}
-LR_REFERENCE_BATCH = 256
+AUGMENTATION_FLAGS = {flag: key for flag, key in by_column(solo_format.AUGMENTATION, "solo", "recipe").items()
+                      if flag not in CUSTOM_DATA_FLAGS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +122,7 @@ def _refuse_unsupported(parser: argparse.ArgumentParser, args: argparse.Namespac
         raise _flag_error("encode_indexes_into_labels", "solo-learn 1.0.2 reads it with --dali only; remove it")
     if args.dali_device != "gpu":
         raise _flag_error("dali_device", "only gpu, solo-learn's default, is supported")
-    for flag in ("mean", "std"):
+    for flag in CUSTOM_DATA_FLAGS:
         if args.dataset != "custom" and _given(parser, args, flag):
             raise _flag_error(flag, f"solo-learn 1.0.2 reads it for --dataset custom only, not {args.dataset}")
 
@@ -180,10 +171,9 @@ def _augmentations(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         for flag, key in AUGMENTATION_FLAGS.items():
             value = values[flag][i if len(values[flag]) > 1 else 0]
             if value is not None:
-                section, _, leaf = key.rpartition(".")
-                (group.setdefault(section, {}) if section else group)[leaf] = value
+                put(group, key, value)
         if args.dataset == "custom":
-            group.update(mean=args.mean, std=args.std)
+            group.update({flag: getattr(args, flag) for flag in CUSTOM_DATA_FLAGS})
         groups.append(group)
     return _multicrop(args, groups) if args.multicrop else groups
 
@@ -228,6 +218,11 @@ def _devices(args: argparse.Namespace) -> dict[str, Any]:
     return keys
 
 
+def _section(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """The flags of one recipe section (``scheduler.``), by the translation table's rows."""
+    return {key: getattr(args, dest) for key, dest in section_rows(prefix).items()}
+
+
 def _optimizer(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
     optimizer: dict[str, Any] = {
         "name": "lars" if args.lars else args.optimizer, "batch_size": args.batch_size, "lr": args.lr,
@@ -236,8 +231,7 @@ def _optimizer(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
         "weight_decay": args.weight_decay,
     }
     if args.lars:
-        optimizer["kwargs"] = {"eta": args.eta_lars, "clip_lr": args.grad_clip_lars,
-                               "exclude_bias_n_norm": args.exclude_bias_n_norm}
+        optimizer["kwargs"] = _section(args, "optimizer.kwargs.")
     elif args.optimizer not in ("sgd", "adam", "adamw"):
         raise _flag_error("optimizer", f"expected sgd, adam or adamw (or --lars), got {args.optimizer!r}")
     return optimizer
@@ -268,13 +262,12 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
         },
         "augmentations": _augmentations(parser, args),
         "optimizer": _optimizer(args, gpus),
-        "scheduler": {"name": args.scheduler, "lr_decay_steps": args.lr_decay_steps, "min_lr": args.min_lr,
-                      "warmup_start_lr": args.warmup_start_lr, "warmup_epochs": args.warmup_epochs,
-                      "interval": "epoch"},  # 1.0.2 steps its schedules once per epoch (it has no other way)
+        # 1.0.2 steps its schedules once per epoch (it has no other way)
+        "scheduler": {**_section(args, "scheduler."), "interval": "epoch"},
         "checkpoint": {"enabled": args.save_checkpoint, "dir": str(args.checkpoint_dir),
                        "frequency": args.checkpoint_frequency},
         "auto_resume": {"enabled": args.auto_resume, "max_hours": args.auto_resumer_max_hours},
-        "wandb": {"enabled": args.wandb, "project": args.project, "entity": args.entity, "offline": args.offline},
+        "wandb": _section(args, "wandb."),
         "eval": {"knn": {"enabled": False}, "linear": {"enabled": False}},
         "scale": args.scale,
         **devices,
@@ -283,10 +276,8 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
         recipe["backbone"]["kwargs"]["zero_init_residual"] = True
     if args.encoder.startswith("vit"):
         recipe["backbone"]["kwargs"]["patch_size"] = args.patch_size
-    momentum = {"base_tau_momentum": "base_tau", "final_tau_momentum": "final_tau",
-                "momentum_classifier": "classifier"}
     if "base_tau_momentum" in defaults:
-        recipe["momentum"] = {key: getattr(args, dest) for dest, key in momentum.items()}
+        recipe["momentum"] = _section(args, "momentum.")
     unmix = {dest[len("unmix_"):]: getattr(args, dest) for dest in defaults if dest.startswith("unmix_")}
     if unmix:
         seed = unmix.pop("seed")
@@ -296,7 +287,7 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
         recipe["method"] = args.method[: -len(UNMIX_SUFFIX)]
     recipe["method_kwargs"] = {
         dest: getattr(args, dest) for dest, default in defaults.items()
-        if dest not in _RECIPE_ARGS and not dest.startswith("unmix_")
+        if dest not in by_column(solo_format.METHOD, "solo", "recipe")
         and (getattr(args, dest) != default or dest in ("knn_eval", "knn_k"))  # 1.0.2's online kNN is off
     }
     return recipe
@@ -304,4 +295,4 @@ def to_recipe(argv: Sequence[str]) -> dict[str, Any]:
 
 def run_flags(argv: Sequence[str]) -> dict[str, Any]:
     """What ``python -m unmix_ext.main_pretrain`` does: :func:`unmix_ext.runner.run.run` of the flags' recipe."""
-    return run(config_from_dict(to_recipe(argv), known_methods=ssl_methods()))
+    return run(recipe_from_dict(to_recipe(argv)))

@@ -39,10 +39,10 @@ import yaml
 from pytorch_lightning.utilities import rank_zero_only
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.cli import CommandError
+from unmix_ext.errors import CommandError
 from unmix_ext.recipes import ROOT as RECIPES
-from unmix_ext.runner.builder import ssl_methods
-from unmix_ext.runner.config import Config, ConfigError, load_config
+from unmix_ext.runner.config import Config, ConfigError
+from unmix_ext.runner.recipe import load_recipe
 from unmix_ext.runner.run import as_run, run
 from unmix_ext.runner.rundir import saved_results
 
@@ -230,7 +230,7 @@ def table_spec(name: str, paper: dict | None = None) -> Table:
 def row_config(row: Row, overrides: Sequence[str] = ()) -> Config:
     """The row's recipe with ``overrides``; raises ConfigError naming the recipe."""
     try:
-        return load_config(RECIPES / row.recipe, overrides, known_methods=ssl_methods())
+        return load_recipe(RECIPES / row.recipe, overrides)
     except ConfigError as err:
         raise ConfigError(f"recipes/{row.recipe}: {err}") from None
 
