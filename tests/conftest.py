@@ -164,7 +164,8 @@ class HostileCheckpoint:
         refusal: what the one-line error says of it, before the command's advice.
     """
 
-    refusal = "cannot be read safely (it refers to io.open, which a checkpoint of ours never holds); "
+    refusal = ("cannot be read safely: it refers to io.open, which no solo-learn or unmix-ext checkpoint holds, "
+               "and loading it could run code; nothing of it was loaded; ")
 
     def __init__(self, victim: Path) -> None:
         self.victim = victim

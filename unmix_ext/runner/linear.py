@@ -26,6 +26,7 @@ from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
 from unmix_ext.runner.builder import build_method, ssl_methods
+from unmix_ext.runner.checkpoints import backbone_weights
 from unmix_ext.runner.config import Config, ConfigError, load_config
 from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.files import atomic_write_text, read_checkpoint, short_message
@@ -69,13 +70,13 @@ def linear_protocol(
 
 
 def load_backbone(cfg: Config, checkpoint: Path, classes: int) -> nn.Module:
-    """The recipe's backbone with the weights of a pretraining checkpoint."""
+    """The recipe's backbone with the weights of a pretraining checkpoint (``encoder.*`` or solo-learn 1.0.3+'s
+    ``backbone.*``), every tensor filled."""
     model = build_method(cfg, classes)
     advice = "give a .ckpt from the run's checkpoints/ folder, with the recipe's backbone"
-    state = read_checkpoint(checkpoint, advice)["state_dict"]
-    prefix = "encoder."
+    state = backbone_weights(read_checkpoint(checkpoint, advice)["state_dict"], "online", checkpoint)
     try:
-        model.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        model.encoder.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or reshaped weights: torch lists them over many lines
         raise CheckpointError(f"checkpoint: {checkpoint} does not fit the recipe's {cfg.backbone.name} "
                               f"({short_message(err, limit=200)}); {advice}") from None
