@@ -170,10 +170,13 @@ class HostileCheckpoint:
     def __init__(self, victim: Path) -> None:
         self.victim = victim
 
+    def payload(self) -> object:
+        """The object whose unpickling creates ``victim``."""
+        return _CreatesFile(self.victim)
+
     def write(self, path: Path) -> Path:
         # hyper_parameters: where Lightning keeps whatever objects a module was built with
-        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "hyper_parameters": _CreatesFile(self.victim)},
-                   path)
+        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "hyper_parameters": self.payload()}, path)
         return path
 
 

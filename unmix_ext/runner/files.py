@@ -27,7 +27,7 @@ import pickletools
 import re
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, Callable
 
 import torch
@@ -60,9 +60,13 @@ def _empty_dict(*_: Any) -> dict:
     return {}
 
 
-def _path_text(*parts: Any) -> str:
+def _posix_path_text(*parts: Any) -> str:
     # a pathlib path among saved arguments (solo-learn 1.0.2's --data_dir) is read as its text
-    return "/".join(str(part) for part in parts)
+    return str(PurePosixPath(*map(str, parts)))
+
+
+def _windows_path_text(*parts: Any) -> str:
+    return str(PureWindowsPath(*map(str, parts)))
 
 
 #: every name a genuine solo-learn or unmix-ext checkpoint refers to beyond tensors, containers and numbers,
@@ -85,7 +89,8 @@ SOLO_LEARN_REFERENCES: dict[str, str] = {
     "pathlib.PosixPath": "a path among solo-learn 1.0.2's saved arguments (hyper_parameters)",
     "pathlib.WindowsPath": "likewise, written on Windows",
 }
-_READERS = {"collections.defaultdict": _empty_dict, "pathlib.PosixPath": _path_text, "pathlib.WindowsPath": _path_text}
+_READERS = {"collections.defaultdict": _empty_dict, "pathlib.PosixPath": _posix_path_text,
+            "pathlib.WindowsPath": _windows_path_text}
 
 
 #: ``(reader, name)`` for each of :data:`SOLO_LEARN_REFERENCES`, as ``torch.serialization.safe_globals`` takes them
