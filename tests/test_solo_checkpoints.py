@@ -343,13 +343,98 @@ def test_main_knn_prints_and_writes_the_whole_grid_on_a_solo_folder_and_its_expo
     assert exported == [row for row in record["rows"] if row["feature_type"] == "backbone"]
 
 
-def test_main_umap_writes_a_png_per_split(solo_names, images, tmp_path, capsys):
+class _Reducer:
+    """Stands in for umap.UMAP (whose first fit compiles for 40 s): keeps what it was given, returns 2 columns."""
+
+    seen: list = []
+
+    def __init__(self, n_components, n_neighbors, random_state):
+        assert n_components == 2 and n_neighbors < 30
+
+    def fit_transform(self, points):
+        _Reducer.seen.append(points.shape)
+        return points[:, :2]
+
+
+@pytest.fixture
+def fake_umap(monkeypatch):
+    _Reducer.seen = []
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=_Reducer))
+    return _Reducer
+
+
+def _umap_flags(folder: Path, images: Path) -> list[str]:
+    """scripts/umap/imagenet-100/umap.sh's flags, on small class folders."""
+    return ["--dataset", "custom", "--train_data_path", str(images / "train"), "--val_data_path", str(images / "val"),
+            "--batch_size", "16", "--num_workers", "0", "--pretrained_checkpoint_dir", str(folder), "--scale", "smoke"]
+
+
+def test_main_umap_writes_a_png_per_split_of_the_backbone_features(solo_names, images, tmp_path, capsys, fake_umap):
     ckpt = write_solo_checkpoint(tmp_path / "solo", solo_names, "main", False, True)
-    flags = ["--dataset", "custom", "--train_data_path", str(images / "train"), "--val_data_path",
-             str(images / "val"), "--batch_size", "16", "--num_workers", "0",
-             "--pretrained_checkpoint_dir", str(ckpt.folder), "--scale", "smoke"]
-    assert umap_main(flags) == 0
+    assert umap_main(_umap_flags(ckpt.folder, images)) == 0
     printed = capsys.readouterr().out
     for split in ("train", "val"):
         png = ckpt.folder / f"umap_{split}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in printed
+    assert fake_umap.seen == [(24, 512), (12, 512)]
+
+
+@pytest.fixture(scope="module")
+def our_run(tmp_path_factory):
+    """A smoke run of python -m unmix_ext.run (BYOL with Un-Mix, fake CIFAR-10): its run directory."""
+    from unmix_ext.runner.builder import ssl_methods
+    from unmix_ext.runner.config import load_config
+    from unmix_ext.runner.run import run
+
+    folder = tmp_path_factory.mktemp("run")
+    recipe = folder / "byol.yaml"
+    recipe.write_text(json.dumps({
+        "method": "byol", "backbone": {"name": "resnet18"},
+        "method_kwargs": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 8},
+        "data": {"dataset": "cifar10", "train_path": str(folder / "absent"), "num_workers": 0},
+        "augmentations": [{"crop_size": 8, "num_crops": 2}], "optimizer": {"name": "sgd", "batch_size": 4, "lr": 0.1},
+        "checkpoint": {"dir": str(folder / "runs")}, "unmix": {"enabled": True},
+        "eval": {"knn": {"enabled": False}, "linear": {"enabled": False}},
+    }))
+    cfg = load_config(recipe, ["scale=smoke", "max_epochs=1"], known_methods=ssl_methods())
+    return Path(run(cfg, recipe)["run_dir"])
+
+
+def test_main_knn_and_umap_take_one_of_our_run_directories_and_its_data(our_run, capsys, fake_umap, tmp_path):
+    flags = ["--pretrained_checkpoint_dir", str(our_run), "--scale", "smoke", "--num_workers", "0", "--k", "3",
+             "--feature_type", "backbone", "projector", "--distance_function", "cosine"]
+    assert knn_main(flags) == 0
+    record = json.loads((our_run / "knn.json").read_text())
+    assert record["dataset"] == "cifar10" and [row["feature_type"] for row in record["rows"]] == ["backbone",
+                                                                                               "projector"]
+    assert "| projector | 3 | cosine | 0.07 |" in capsys.readouterr().out
+    assert umap_main(["--pretrained_checkpoint_dir", str(our_run), "--scale", "smoke", "--num_workers", "0",
+                      "--output_dir", str(tmp_path)]) == 0
+    assert (tmp_path / "umap_val.png").is_file() and fake_umap.seen[0][1] == 512
+    # and its export is a solo-learn folder that main_knn reads as solo-learn's
+    out = export(our_run / "checkpoints" / "last.ckpt", "solo", tmp_path / "for-solo")
+    args = json.loads((out / "args.json").read_text())
+    assert args["method"] == "byol" and args["method_kwargs"]["pred_hidden_dim"] == 8
+    _main_knn_backbone(out)
+
+
+def test_solo_learn_folder_without_data_flags_is_one_line(solo_ckpt, capsys):
+    assert knn_main(["--pretrained_checkpoint_dir", str(solo_ckpt.folder)]) == 2
+    assert capsys.readouterr().err == ("error: --dataset: required for a solo-learn checkpoint folder; one of cifar10, "
+                                       "cifar100, stl10, imagenet, imagenet100, custom\n")
+
+
+def test_linear_takes_a_solo_learn_checkpoint_its_data_from_args_json_or_overrides(solo_ckpt, images, capsys):
+    from unmix_ext.linear import main as linear_main
+
+    data = [f"data.dataset=custom", f"data.train_path={images / 'train'}", f"data.val_path={images / 'val'}"]
+    if solo_ckpt.layout == "1.0.2":  # its argparse flags name the data
+        args = json.loads((solo_ckpt.folder / "args.json").read_text())
+        args.update(dataset="custom", data_dir=str(images), train_dir="train", val_dir="val")
+        (solo_ckpt.folder / "args.json").write_text(json.dumps(args))
+        data = []
+    assert linear_main([str(solo_ckpt.path), "--scale", "smoke", "eval.linear.max_epochs=1",
+                        "eval.linear.batch_size=8", "data.num_workers=0", *data]) == 0
+    result = json.loads((solo_ckpt.folder / "linear.json").read_text())
+    assert 0 <= result["linear_top1"] <= result["linear_top5"] <= 100
+    assert f"linear_top1 {result['linear_top1']:.2f}" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
 from unmix_ext.runner.builder import build_method, ssl_methods
-from unmix_ext.runner.checkpoints import backbone_weights
+from unmix_ext.runner.checkpoints import ARGS_FILE, backbone_weights, read_backbone, solo_args
 from unmix_ext.runner.config import Config, ConfigError, load_config
 from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.files import atomic_write_text, read_checkpoint, short_message
@@ -83,18 +83,80 @@ def load_backbone(cfg: Config, checkpoint: Path, classes: int) -> nn.Module:
     return model.encoder
 
 
+#: datasets read from class folders, whose split folders solo-learn's paths may name directly (.../train, .../val)
+FOLDER_DATASETS = ("imagenet", "imagenet100", "custom", "image_folder")
+
+
+def solo_split_folders(data: dict) -> dict:
+    """solo-learn's ``data`` section (dataset, train_path, val_path), read here: where its paths name the split
+    folders themselves (solo-learn's ImageNet scripts: ``.../train``, ``.../val``), they are read as class folders."""
+    train = data.get("train_path")
+    if data.get("dataset") in FOLDER_DATASETS and train is not None and not (Path(train) / "train").is_dir():
+        return {**data, "dataset": "image_folder"}
+    return data
+
+
+def solo_recipe(args: dict) -> dict:
+    """The part of solo-learn's ``args.json`` (any release) that says which data a linear probe reads: the method,
+    the backbone's name, the data and the first augmentation group's crop side and normalisation."""
+    data = args.get("data") if isinstance(args.get("data"), dict) else {}
+    if not data:  # before 1.0.6: the argparse namespace, its paths as data_dir/train_dir
+        base = Path(args.get("data_dir") or ".")
+        data = {"dataset": args.get("dataset"),
+                "train_path": str(base / args["train_dir"]) if args.get("train_dir") else str(base),
+                "val_path": str(base / args["val_dir"]) if args.get("val_dir") else None}
+    backbone = args.get("backbone")
+    name = backbone.get("name") if isinstance(backbone, dict) else backbone or args.get("encoder")
+    groups = args.get("augmentations") if isinstance(args.get("augmentations"), list) else [{}]
+    group = {key: groups[0][key] for key in ("crop_size", "mean", "std") if groups and key in groups[0]}
+    method = args.get("method")
+    return {
+        # the probe never builds the method; the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr
+        "method": method if method in ssl_methods() else "simclr", "backbone": {"name": name or "resnet18"},
+        "data": solo_split_folders({key: data[key] for key in ("dataset", "train_path", "val_path", "num_workers",
+                                                               "fraction") if data.get(key) is not None}),
+        "augmentations": [group],
+    }
+
+
+def _solo_config(checkpoint: Path, overrides: Sequence[str]) -> Config:
+    """The config of a solo-learn checkpoint's linear probe: :func:`solo_recipe` of its ``args.json``, overridden."""
+    import tempfile
+
+    import yaml
+
+    args = solo_args(checkpoint)
+    if args is None:
+        raise ConfigError(f"checkpoint: no config.yaml next to {checkpoint} or above it, and no {ARGS_FILE} beside "
+                          "it; give a checkpoint of python -m unmix_ext.run or of solo-learn (args.json beside it)")
+    with tempfile.TemporaryDirectory() as folder:
+        recipe = Path(folder) / "solo_args.yaml"
+        recipe.write_text(yaml.safe_dump(solo_recipe(args)))
+        return load_config(recipe, overrides, ssl_methods())
+
+
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict:
-    """The linear protocol on a run's checkpoint; writes and returns ``{"checkpoint", "linear_top1", ...}``."""
+    """The linear protocol on a run's checkpoint, or on a solo-learn checkpoint (its ``args.json`` gives the data);
+    writes ``linear.json`` beside the run's recipe (or the checkpoint) and returns ``{"checkpoint", "linear_top1", ...}``."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint: {checkpoint} does not exist")
-    run_dir = RunDir.holding(checkpoint)
-    smoke = effective(load_config(run_dir.config, overrides, ssl_methods()))
+    try:
+        run_dir = RunDir.holding(checkpoint)
+        recipe, solo = load_config(run_dir.config, overrides, ssl_methods()), False
+    except ConfigError as err:
+        if not str(err).startswith("checkpoint: no config.yaml"):
+            raise
+        run_dir, recipe, solo = RunDir(checkpoint.resolve().parent), _solo_config(checkpoint, overrides), True
+    smoke = effective(recipe)
     cfg = smoke.cfg
     plan = device_plan(cfg)
     train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
-    backbone = load_backbone(cfg, checkpoint, num_classes(val))
+    if solo:  # the architecture the checkpoint's own files name, every tensor filled
+        backbone = read_backbone(checkpoint, "online").network()
+    else:
+        backbone = load_backbone(cfg, checkpoint, num_classes(val))
     result = {"checkpoint": str(checkpoint.resolve()), "overrides": list(overrides)}
     result.update(linear_protocol(cfg, backbone, train, val, plan, run_dir))
     if rank_zero_only.rank == 0:

@@ -39,6 +39,7 @@ from unmix_ext.runner.checkpoints import ARGS_FILE, read_backbone, solo_args
 from unmix_ext.runner.config import Config, config_from_dict, config_to_dict
 from unmix_ext.runner.evaluate import extract_features
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint
+from unmix_ext.runner.linear import solo_split_folders
 from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split, num_classes
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 from unmix_ext.runner.smoke import CROP, EVAL_IMAGES, WORKERS
@@ -49,8 +50,6 @@ FEATURE_TYPES = ("backbone", "projector")
 DISTANCES = ("euclidean", "cosine")
 #: solo-learn's data formats: ``dali`` reads the same folders (here with the CPU reader); h5 files are not read here
 DATA_FORMATS = ("image_folder", "dali", "h5")
-#: datasets read from class folders, whose splits solo-learn's flags may name directly
-FOLDER_DATASETS = ("imagenet", "imagenet100", "custom", "image_folder")
 KNN_TABLE, KNN_JSON = "knn.md", "knn.json"
 UMAP_PLOT = "umap_{split}.png"
 
@@ -116,9 +115,7 @@ def data_config(pretrained: Pretrained, *, dataset: str | None, train_data_path:
             data[key] = str(value)
     if data.get("train_path") is None and pretrained.run_dir is None:
         raise EvaluationError("--train_data_path: required for a solo-learn checkpoint folder")
-    if data["dataset"] in FOLDER_DATASETS and not (Path(data["train_path"]) / "train").is_dir():
-        # solo-learn's scripts point at the split folders themselves (.../train, .../val): class folders each
-        data["dataset"] = "image_folder"
+    data.update(solo_split_folders(data))
     data.update(format="image_folder", num_workers=num_workers, fraction=data_fraction)
     group = recipe["augmentations"][0]
     if mean is not None:
