@@ -69,3 +69,7 @@ def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> lis
     ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
     hits = ranked == targets.unsqueeze(1)
     return [hits[:, :k].any(dim=1).float().mean().item() * 100.0 for k in ks]
+
+
+if __name__ == "__main__":  # a library module: the command built on it is main_knn
+    raise SystemExit("unmix_ext.knn is a library module; the kNN command is python -m unmix_ext.main_knn --help")

@@ -1,21 +1,18 @@
-"""The pretrained backbone of a training checkpoint, exported for torchvision, timm or detectron2.
+"""The pretrained backbone of a training checkpoint, exported for torchvision, timm, detectron2 or solo-learn.
 
 As a command::
 
-    python -m unmix_ext.export CKPT --format torchvision|timm|detectron2 OUT [--which online|momentum]
+    python -m unmix_ext.export CKPT --format torchvision|timm|detectron2|solo OUT [--which online|momentum]
 
-``CKPT`` is a ``.ckpt`` that ``pytorch_lightning.Trainer`` wrote for any
-method of ``solo.methods.METHODS`` (solo-learn's or an Un-Mix variant). Its
-``state_dict`` holds the online backbone under ``encoder.`` and, for methods
-with one, the momentum backbone under ``momentum_encoder.``; ``--which``
-picks one (default ``online``). Projector, predictor, classifier and queues
-are not exported. The architecture of solo-learn's own encoders is read from
-the weights themselves (solo-learn 1.0.2 does not save hyper-parameters; where a
-checkpoint has ``hyper_parameters["encoder"]`` or ``["backbone_args"]["cifar"]``,
-they must agree with the weights); a ``timm/<model>`` encoder is named by the
-checkpoint itself (``unmix_ext.backbones.CHECKPOINT_ENTRY``).
+``CKPT`` is a pretraining checkpoint of any method of ``solo.methods.METHODS`` (solo-learn's or an
+Un-Mix variant), written by ``python -m unmix_ext.run`` or by solo-learn of any release: its
+``state_dict`` holds the online backbone under ``encoder.`` (1.0.2, ours) or ``backbone.`` (1.0.3+)
+and, for methods with one, the momentum backbone under ``momentum_encoder.`` / ``momentum_backbone.``;
+``--which`` picks one (default ``online``). Projector, predictor, classifier and queues are not
+exported. The architecture is read as :mod:`unmix_ext.runner.checkpoints` says (``args.json``
+beside, our ``config.yaml`` above, the weights), and must agree with the weights.
 
-Formats (every one also writes ``OUT.json``, a sidecar naming the format,
+Formats (every one but ``solo`` also writes ``OUT.json``, a sidecar naming the format,
 the architecture, the stem, the source checkpoint and how to build the model):
 
 - ``torchvision`` (ResNet-18/50): a plain ``state_dict`` (``torch.save``) that
@@ -46,6 +43,10 @@ the architecture, the stem, the source checkpoint and how to build the model):
   the sidecar lists these keys. detectron2's C4 head (``Res5ROIHeads``) builds
   bottleneck blocks, so a ResNet-18 export suits FPN configs
   (``MODEL.RESNETS.DEPTH 18``, ``RES2_OUT_CHANNELS 64``), not C4 ones.
+- ``solo`` (no sidecar): the folder ``OUT`` with ``backbone.ckpt`` (the backbone as ``backbone.*``,
+  plain data) and ``args.json`` in solo-learn main's config layout, which its ``main_linear.py``
+  (``pretrained_feature_extractor=OUT/backbone.ckpt``), ``main_knn.py`` and ``main_umap.py``
+  (``--pretrained_checkpoint_dir OUT``) load as they load their own (:func:`write_solo_folder`).
 
 Checkpoints are read as data only (``weights_only=True``: tensors, containers
 and numbers, which is all a training run writes), so a checkpoint whose pickle

@@ -94,6 +94,10 @@ def data_config(pretrained: Pretrained, *, dataset: str | None, train_data_path:
                 val_data_path: str | None, data_format: str, data_fraction: float, num_workers: int,
                 mean: Sequence[float] | None, std: Sequence[float] | None, scale: str) -> tuple[Config, int | None]:
     """The config that reads the evaluation data (flags first, then our run's recipe), and the per-split image limit."""
+    if scale not in ("full", "smoke"):
+        raise EvaluationError(f"--scale: {scale!r} is not one of full, smoke")
+    if data_format not in DATA_FORMATS:
+        raise EvaluationError(f"--data_format: {data_format!r} is not one of {', '.join(DATA_FORMATS)}")
     if data_format == "h5":
         raise EvaluationError("--data_format: h5 files are not read here; give the image folders (image_folder)")
     if pretrained.run_dir is not None:
