@@ -438,3 +438,69 @@ def test_linear_takes_a_solo_learn_checkpoint_its_data_from_args_json_or_overrid
     result = json.loads((solo_ckpt.folder / "linear.json").read_text())
     assert 0 <= result["linear_top1"] <= result["linear_top5"] <= 100
     assert f"linear_top1 {result['linear_top1']:.2f}" in capsys.readouterr().out
+
+
+def _linear_yaml(folder: Path, dataset: str) -> Path:
+    """A linear config in solo-learn main's layout (scripts/linear/<dataset>/<method>.yaml): defaults with a wandb
+    group beside it and Hydra's own entries, then its keys."""
+    (folder / "wandb").mkdir(parents=True)
+    (folder / "wandb" / "private.yaml").write_text("enabled: False\nentity: null\nproject: solo-learn\n")
+    (folder / "byol.yaml").write_text(
+        "defaults:\n  - _self_\n  - wandb: private.yaml\n  - override hydra/hydra_logging: disabled\n"
+        "  - override hydra/job_logging: disabled\n\nhydra:\n  output_subdir: null\n  run:\n    dir: .\n\n"
+        "name: \"byol-linear\"\npretrained_feature_extractor: None\nbackbone:\n  name: \"resnet18\"\n"
+        f"pretrain_method: \"byol\"\ndata:\n  dataset: {dataset}\n  train_path: \"./datasets\"\n"
+        "  val_path: \"./datasets\"\n  format: \"image_folder\"\n  num_workers: 0\noptimizer:\n  name: \"sgd\"\n"
+        "  batch_size: 256\n  lr: 0.1\n  weight_decay: 0\nscheduler:\n  name: \"step\"\n  lr_decay_steps: [60, 80]\n"
+        f"checkpoint:\n  enabled: True\n  dir: \"{folder / 'trained_models'}\"\n  frequency: 1\nauto_resume:\n"
+        "  enabled: True\n\nmax_epochs: 100\ndevices: [0]\nsync_batchnorm: True\naccelerator: \"gpu\"\n"
+        "strategy: \"ddp\"\nprecision: 16\n")
+    return folder / "byol.yaml"
+
+
+def test_main_linear_takes_solo_learns_command_line_on_its_checkpoint_and_ours(written, our_run, tmp_path, capsys):
+    from unmix_ext.main_linear import main as linear_main
+
+    # solo-learn's CIFAR-stem checkpoint with a CIFAR config; our smoke run's ImageNet stem with an ImageNet one
+    for checkpoint, dataset in ((written[("main", True, True)].path, "cifar10"),
+                                (our_run / "checkpoints" / "last.ckpt", "imagenet100")):
+        yaml_file = _linear_yaml(tmp_path / "scripts" / "linear" / dataset, dataset)
+        assert linear_main(["--config-path", str(yaml_file.parent), "--config-name", "byol.yaml",
+                            f"pretrained_feature_extractor={checkpoint}", "max_epochs=1", "optimizer.batch_size=8",
+                            f"data.train_path={tmp_path / 'absent'}", "--scale", "smoke"]) == 0
+        printed = capsys.readouterr().out
+        results = json.loads(Path(printed.rsplit("wrote ", 1)[1].strip()).read_text())
+        assert results["pretrained_feature_extractor"] == str(checkpoint.resolve())
+        # ResNet-18 without fc: 60 weights and biases, 60 BatchNorm statistics and step counters
+        assert results["backbone_tensors_loaded"] == results["backbone_tensors_expected"] == 120
+        assert 0 <= results["linear_top1"] <= results["linear_top5"] <= 100
+        # solo-learn's rule: lr x batch_size x devices x num_nodes / 256 (smoke keeps one device)
+        assert results["linear_lr"] == pytest.approx(0.1 * 8 / 256)
+
+
+def _partial_copy(checkpoint: Path, tmp_path: Path) -> Path:
+    """``checkpoint`` without one backbone tensor (a BatchNorm's running variance), no args.json beside it."""
+    state = read_checkpoint(checkpoint, "advice")["state_dict"]
+    del state["backbone.layer3.0.bn1.running_var"]
+    path = tmp_path / "partial" / "partial.ckpt"
+    path.parent.mkdir()
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.0.9"}, path)
+    return path
+
+
+def test_main_linear_refuses_what_it_cannot_do_in_one_line(written, tmp_path, capsys):
+    from unmix_ext.main_linear import main as linear_main
+
+    yaml_file = _linear_yaml(tmp_path / "linear", "cifar100")
+    checkpoint = written[("main", False, False)].path
+    base = ["--config-path", str(yaml_file.parent), "--config-name", "byol", f"pretrained_feature_extractor={checkpoint}"]
+    for extra, expected in (([], "data.dataset: solo-learn gives a ResNet the CIFAR stem exactly for cifar10"),
+                            (["mixup=0.8"], "mixup: 0.8 is not done by this linear probe"),
+                            (["optimizer.lrr=1"], "optimizer.lrr: not a key of solo-learn's linear config; did you "
+                                                  "mean lr?"),
+                            (["pretrained_feature_extractor=None"], "pretrained_feature_extractor: 'None' is not"),
+                            ([f"pretrained_feature_extractor={_partial_copy(checkpoint, tmp_path)}", "data.dataset=stl10"],
+                             "fills 119 of the 120 backbone tensors")):
+        assert linear_main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err

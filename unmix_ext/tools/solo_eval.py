@@ -298,3 +298,175 @@ def main_umap(pretrained_checkpoint_dir: str, batch_size: int, output_dir: str |
                                  out / UMAP_PLOT.format(split=split), cfg.seed))
         print(f"wrote {written[-1]}")
     return written
+
+
+# ---- main_linear: solo-learn's linear YAML ------------------------------------------------------------------------
+
+#: the keys of solo-learn main's linear YAML (``scripts/linear/<dataset>/<method>.yaml`` and the defaults its
+#: ``solo/args/linear.py`` adds), by section; ``scale`` is ours
+LINEAR_KEYS = {
+    "": {"name", "pretrained_feature_extractor", "pretrain_method", "backbone", "data", "optimizer", "scheduler",
+         "checkpoint", "auto_resume", "wandb", "max_epochs", "devices", "accelerator", "strategy", "precision",
+         "sync_batchnorm", "num_nodes", "finetune", "mixup", "cutmix", "label_smoothing", "auto_augment", "seed",
+         "performance", "resume_from_checkpoint", "accumulate_grad_batches", "dali", "scale"},
+    "backbone": {"name", "kwargs"},
+    "data": {"dataset", "train_path", "val_path", "format", "num_workers", "fraction", "augmentations"},
+    "data.augmentations": {"crop_size", "mean", "std"},
+    "optimizer": {"name", "batch_size", "lr", "weight_decay", "kwargs", "exclude_bias_n_norm_wd", "layer_decay"},
+    "scheduler": {"name", "lr_decay_steps", "min_lr", "warmup_start_lr", "warmup_epochs", "interval"},
+    "checkpoint": {"enabled", "dir", "frequency", "keep_prev"},
+    "auto_resume": {"enabled", "max_hours"},
+    "wandb": {"enabled", "entity", "project", "offline"},
+    "performance": {"disable_channel_last"},
+}
+#: what solo-learn's linear evaluation can do that the probe here cannot: key -> the value it must keep
+LINEAR_NOT_HERE = {"finetune": False, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "auto_augment": False,
+                   "optimizer.layer_decay": 0.0, "optimizer.name": "sgd", "resume_from_checkpoint": None}
+LINEAR_RESULTS = "results.json"
+
+
+def _check_linear_keys(raw: dict[str, Any]) -> None:
+    import difflib
+
+    def walk(section: dict[str, Any], path: str) -> None:
+        allowed = LINEAR_KEYS[path]
+        for key, value in section.items():
+            full = f"{path}.{key}" if path else key
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(sorted(allowed))}"
+                raise EvaluationError(f"{full}: not a key of solo-learn's linear config; {hint}")
+            if full in LINEAR_KEYS and isinstance(value, dict):
+                walk(value, full)
+
+    walk(raw, "")
+    for key, kept in LINEAR_NOT_HERE.items():
+        value = _select(raw, key)
+        if value is not None and value != kept:
+            raise EvaluationError(f"{key}: {value!r} is not done by this linear probe (a frozen backbone, SGD with "
+                                  f"momentum, plain cross-entropy); remove it or set it to {kept!r}")
+
+
+def _select(raw: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of nested mappings, or None."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def linear_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """Our recipe for solo-learn's linear config ``raw``: its data, probe settings (``eval.linear``, the lr scaled
+    by ``batch_size * devices * num_nodes / 256`` as solo-learn scales it) and Lightning keys."""
+    from unmix_ext.runner.builder import ssl_methods
+
+    data, optimizer, scheduler = raw.get("data") or {}, raw.get("optimizer") or {}, raw.get("scheduler") or {}
+    devices = raw.get("devices", 1)
+    device_count = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    batch_size = optimizer.get("batch_size", 256)
+    lr = optimizer.get("lr", 0.1) * batch_size * device_count * raw.get("num_nodes", 1) / 256
+    augmentations = data.get("augmentations") or {}
+    method = raw.get("pretrain_method")
+    recipe = {
+        "name": raw.get("name") or "linear",
+        # the probe never builds the method; the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr
+        "method": method if method in ssl_methods() else "simclr",
+        "backbone": {"name": (raw.get("backbone") or {}).get("name", "resnet18")},
+        "data": solo_split_folders({key: data[key] for key in ("dataset", "train_path", "val_path", "num_workers",
+                                                               "fraction") if data.get(key) is not None}),
+        "augmentations": [{key: augmentations[key] for key in ("crop_size", "mean", "std") if key in augmentations}],
+        "eval": {"knn": {"enabled": False}, "linear": {
+            "max_epochs": raw.get("max_epochs", 100), "lr": lr, "batch_size": batch_size,
+            "weight_decay": optimizer.get("weight_decay", 0.0), "scheduler": scheduler.get("name", "step"),
+            "lr_decay_steps": scheduler.get("lr_decay_steps") or [60, 80]}},
+        "checkpoint": {key: value for key, value in (raw.get("checkpoint") or {}).items() if key == "dir"},
+        "wandb": raw.get("wandb") or {},
+    }
+    for key in ("devices", "accelerator", "strategy", "precision", "sync_batchnorm", "num_nodes", "seed", "scale"):
+        if raw.get(key) is not None:
+            recipe[key] = raw[key]
+    return recipe
+
+
+def _quoted_path(override: str) -> str:
+    """``pretrained_feature_extractor=<path>`` quoted for Hydra when the path holds ``=`` (solo-learn names its
+    checkpoints ``...-ep=99.ckpt``, which Hydra's grammar would refuse unquoted)."""
+    key, _, value = override.partition("=")
+    if key.lstrip("+") == "pretrained_feature_extractor" and "=" in value and value[:1] not in "'\"":
+        return f"{key}='{value}'"
+    return override
+
+
+def _linear_yaml(target: str | None, config_path: str | None, config_name: str | None) -> Path:
+    if config_name is not None:
+        name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
+        return Path(config_path or ".") / name
+    if target is None:
+        raise EvaluationError("config: give the linear YAML, as --config-path DIR --config-name NAME or as a path")
+    return Path(target)
+
+
+def main_linear(target: str | None = None, config_path: str | None = None, config_name: str | None = None,
+                overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """What ``python -m unmix_ext.main_linear`` does: solo-learn's linear evaluation of its config's
+    ``pretrained_feature_extractor``; writes and returns the run's ``results.json``."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from unmix_ext.runner.checkpoints import CIFAR_DATASETS
+    from unmix_ext.runner.config import compose
+    from unmix_ext.runner.linear import linear_protocol, linear_train_transform
+    from unmix_ext.runner.smoke import effective
+    from unmix_ext.runner.trainer import device_plan
+
+    if target is not None and "=" in target:  # with --config-name, the first override reads as the target
+        target, overrides = None, [target, *overrides]
+    path = _linear_yaml(target, config_path, config_name)
+    overrides = [_quoted_path(text) for text in overrides]
+    raw = OmegaConf.to_container(compose(path, overrides), resolve=True)
+    raw.pop("hydra", None)
+    _check_linear_keys(raw)
+    extractor = raw.get("pretrained_feature_extractor")
+    if not extractor or str(extractor) == "None" or not Path(str(extractor)).is_file():
+        raise EvaluationError(f"pretrained_feature_extractor: {extractor!r} is not a checkpoint file; give "
+                              "pretrained_feature_extractor=PATH.ckpt")
+    checkpoint = Path(str(extractor))
+    smoke = effective(config_from_dict(linear_recipe(raw)))
+    cfg = smoke.cfg
+    backbone = read_backbone(checkpoint, "online")
+    named = (raw.get("backbone") or {}).get("name")
+    if named is not None and named != backbone.encoder:
+        raise EvaluationError(f"backbone.name: {named!r}, but {checkpoint} holds a {backbone.encoder} "
+                              f"(from {backbone.source})")
+    solo_dataset = (raw.get("data") or {}).get("dataset")
+    if backbone.is_resnet and (solo_dataset in CIFAR_DATASETS) != backbone.cifar_stem:
+        raise EvaluationError(
+            f"data.dataset: solo-learn gives a ResNet the CIFAR stem exactly for cifar10 and cifar100, and "
+            f"{checkpoint} holds {'a CIFAR' if backbone.cifar_stem else 'an ImageNet'}-stem {backbone.encoder}; "
+            f"{solo_dataset!r} would not load its conv1")
+    wanted = backbone.untrained().state_dict().keys()
+    expected, loaded = len(wanted), len(wanted & backbone.state_dict.keys())
+    if loaded < expected:
+        raise EvaluationError(f"pretrained_feature_extractor: {checkpoint} fills {loaded} of the {expected} backbone "
+                              "tensors; a probe on a partly random network would score nothing of the pretraining")
+    network = backbone.network()  # strict: no tensor of another shape or name either
+    digest = hashlib.sha256(f"{cfg.name}|{checkpoint.resolve()}|{sorted(overrides)}".encode()).hexdigest()[:12]
+    run_dir = RunDir(Path(cfg.checkpoint.dir).resolve() / "linear" / f"{cfg.name}-{digest}")
+    plan = device_plan(cfg)
+    train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))
+    val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
+    results = {"config": str(path.resolve()), "overrides": list(overrides),
+               "pretrained_feature_extractor": str(checkpoint.resolve()), "backbone": backbone.encoder,
+               "backbone_source": backbone.source, "backbone_tensors_loaded": loaded,
+               "backbone_tensors_expected": expected, "linear_lr": cfg.eval.linear.lr,
+               "smoke_changes": smoke.changes}
+    results.update(linear_protocol(cfg, network, train, val, plan, run_dir))
+    if rank_zero_only.rank == 0:
+        atomic_write_text(run_dir.path / LINEAR_RESULTS, json.dumps(results, indent=2) + "\n")
+        print(f"linear_top1 {results['linear_top1']:.2f}  linear_top5 {results['linear_top5']:.2f}  "
+              f"({loaded}/{expected} backbone tensors of {checkpoint}); wrote {run_dir.path / LINEAR_RESULTS}")
+    return results
