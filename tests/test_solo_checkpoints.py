@@ -318,8 +318,8 @@ def _main_knn_backbone(folder: Path):
 
 
 def _knn_flags(folder: Path, images: Path, *extra: str) -> list[str]:
-    """scripts/knn/imagenet-100/knn.sh's flags, on small class folders."""
-    return ["--dataset", "custom", "--train_data_path", str(images / "train"), "--val_data_path", str(images / "val"),
+    """scripts/knn/imagenet-100/knn.sh's flags, its split folders replaced by small ones."""
+    return ["--dataset", "imagenet100", "--train_data_path", str(images / "train"), "--val_data_path", str(images / "val"),
             "--batch_size", "16", "--num_workers", "0", "--pretrained_checkpoint_dir", str(folder),
             "--k", "1", "2", "5", "--temperature", "0.07", "0.1", "--feature_type", "backbone", "projector",
             "--distance_function", "euclidean", "cosine", *extra]
@@ -418,8 +418,8 @@ def test_main_knn_and_umap_take_one_of_our_run_directories_and_its_data(our_run,
     _main_knn_backbone(out)
 
 
-def test_solo_learn_folder_without_data_flags_is_one_line(solo_ckpt, capsys):
-    assert knn_main(["--pretrained_checkpoint_dir", str(solo_ckpt.folder)]) == 2
+def test_solo_learn_folder_without_data_flags_is_one_line(written, capsys):
+    assert knn_main(["--pretrained_checkpoint_dir", str(written[CASES[0]].folder)]) == 2
     assert capsys.readouterr().err == ("error: --dataset: required for a solo-learn checkpoint folder; one of cifar10, "
                                        "cifar100, stl10, imagenet, imagenet100, custom\n")
 
