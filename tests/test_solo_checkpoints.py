@@ -504,3 +504,17 @@ def test_main_linear_refuses_what_it_cannot_do_in_one_line(written, tmp_path, ca
         assert linear_main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+def test_main_linear_says_which_keys_it_accepts_and_does_not_use(tmp_path):
+    from omegaconf import OmegaConf
+
+    from unmix_ext.runner.config import compose
+    from unmix_ext.tools.solo_eval import _ignored_keys
+
+    raw = OmegaConf.to_container(compose(_linear_yaml(tmp_path / "linear", "cifar10"), []))
+    assert _ignored_keys(raw) == {
+        "checkpoint.enabled": "the probe writes no checkpoint, only results.json",
+        "checkpoint.frequency": "the probe writes no checkpoint",
+        "auto_resume": "a probe is not resumed; rerunning it trains it again",
+        "data.format": "the images are read by torchvision's readers (dali: the same folders)"}

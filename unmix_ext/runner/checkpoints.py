@@ -174,12 +174,10 @@ def _declared_by_run(checkpoint: Path) -> Declared | None:
     """
     from omegaconf import OmegaConf
 
-    from unmix_ext.runner.config import ConfigError
     from unmix_ext.runner.rundir import RunDir
 
-    try:
-        run_dir = RunDir.holding(checkpoint)
-    except ConfigError:
+    run_dir = RunDir.find(checkpoint)
+    if run_dir is None:
         return None
     backbone = OmegaConf.to_container(OmegaConf.load(run_dir.config)).get("backbone") or {}
     kwargs = dict(backbone.get("kwargs") or {})

@@ -141,13 +141,12 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint: {checkpoint} does not exist")
-    try:
-        run_dir = RunDir.holding(checkpoint)
-        recipe, solo = load_config(run_dir.config, overrides, ssl_methods()), False
-    except ConfigError as err:
-        if not str(err).startswith("checkpoint: no config.yaml"):
-            raise
-        run_dir, recipe, solo = RunDir(checkpoint.resolve().parent), _solo_config(checkpoint, overrides), True
+    run_dir = RunDir.find(checkpoint)
+    solo = run_dir is None
+    if solo:
+        run_dir, recipe = RunDir(checkpoint.resolve().parent), _solo_config(checkpoint, overrides)
+    else:
+        recipe = load_config(run_dir.config, overrides, ssl_methods())
     smoke = effective(recipe)
     cfg = smoke.cfg
     plan = device_plan(cfg)

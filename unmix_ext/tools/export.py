@@ -198,8 +198,11 @@ FORMATS = {
     "torchvision": Format(_resnet_weights, _save_torch, _torchvision_notes, True),
     "timm": Format(_timm_weights, _save_torch, _timm_notes, True),
     "detectron2": Format(_detectron2_checkpoint, _save_pickle, _detectron2_notes, False),
-    "solo": None,  # a folder, not one file: write_solo_folder
 }
+#: the format that writes a folder (a checkpoint and its args.json) rather than one file: :func:`write_solo_folder`
+SOLO_FORMAT = "solo"
+#: every format ``--format`` takes
+FORMAT_NAMES = (*FORMATS, SOLO_FORMAT)
 
 
 # ---- solo-learn's layout ------------------------------------------------------------------------------------------
@@ -220,7 +223,6 @@ def _trained_method(checkpoint: dict[str, Any], source: Path) -> tuple[str, dict
     from omegaconf import OmegaConf
 
     from unmix_ext.runner.checkpoints import solo_args
-    from unmix_ext.runner.config import ConfigError
     from unmix_ext.runner.rundir import RunDir
 
     args = solo_args(source)
@@ -229,11 +231,11 @@ def _trained_method(checkpoint: dict[str, Any], source: Path) -> tuple[str, dict
         if not isinstance(kwargs, dict):  # before 1.0.6: the method's arguments sit among all the others
             kwargs = {key: args[key] for key in SOLO_REQUIRED_METHOD_KWARGS if key in args}
         return args["method"], dict(kwargs)
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(RunDir.holding(source).config))
-    except ConfigError:
+    run_dir = RunDir.find(source)
+    if run_dir is None:
         raise ExportError(f"{source}: no {ARGS_FILE} beside it and no config.yaml above it says which method trained "
-                          "it; solo-learn's commands build the method named in args.json") from None
+                          "it; solo-learn's commands build the method named in args.json")
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir.config))
     return saved["method"], dict(saved.get("method_kwargs") or {})
 
 
@@ -344,8 +346,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "onli
 
     Every file is written atomically (:mod:`unmix_ext.runner.files`). Returns ``out``.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"format: {fmt!r} is not one of {sorted(FORMATS)}")
+    if fmt not in FORMAT_NAMES:
+        raise ExportError(f"format: {fmt!r} is not one of {sorted(FORMAT_NAMES)}")
     if which not in WHICH:
         raise ExportError(f"which: {which!r} is not one of {sorted(WHICH)}")
     source, out = Path(checkpoint), Path(out)
@@ -353,7 +355,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "onli
         raise ExportError(f"{out}: the output would overwrite the checkpoint or its folder; give another OUT path")
     checkpoint_data = read_checkpoint(source, EXPORT_ADVICE)
     backbone = read_backbone(source, which, checkpoint_data)
-    if fmt == "solo":
+    if fmt == SOLO_FORMAT:
         return write_solo_folder(backbone, checkpoint_data, source, out, which)
     exported = FORMATS[fmt].convert(backbone, source)
     info = _sidecar(backbone, fmt, which, source)
@@ -366,7 +368,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "onli
 def export_command(checkpoint: str, out: str, fmt: str, which: str = "online") -> Path:
     """What ``python -m unmix_ext.export`` does: :func:`export`, then a line saying what it wrote."""
     written = export(checkpoint, fmt, out, which)
-    if fmt == "solo":
+    if fmt == SOLO_FORMAT:
         print(f"wrote {written}/{SOLO_CHECKPOINT} and {written}/{ARGS_FILE} (solo-learn's layout, {which} backbone)")
     else:
         print(f"wrote {written} ({fmt}, {which} backbone) and {written}{SIDECAR_SUFFIX}")

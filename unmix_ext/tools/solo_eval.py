@@ -322,7 +322,31 @@ LINEAR_KEYS = {
 #: what solo-learn's linear evaluation can do that the probe here cannot: key -> the value it must keep
 LINEAR_NOT_HERE = {"finetune": False, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "auto_augment": False,
                    "optimizer.layer_decay": 0.0, "optimizer.name": "sgd", "resume_from_checkpoint": None}
+#: keys of solo-learn's linear config that this probe accepts and does not use, by section or key, and why
+LINEAR_IGNORED = {
+    "checkpoint.enabled": "the probe writes no checkpoint, only results.json",
+    "checkpoint.frequency": "the probe writes no checkpoint", "checkpoint.keep_prev": "the probe writes no checkpoint",
+    "auto_resume": "a probe is not resumed; rerunning it trains it again",
+    "performance": "channels-last memory order is the recipe key channels_last",
+    "dali": "the images are read by torchvision's readers",
+    "data.format": "the images are read by torchvision's readers (dali: the same folders)",
+    "backbone.kwargs": "the backbone is the checkpoint's, built as its own files say",
+    "optimizer.kwargs": "the probe's SGD has momentum 0.9, as solo-learn's default",
+    "optimizer.exclude_bias_n_norm_wd": "the probe has one linear layer",
+    "scheduler.min_lr": "solo-learn 1.0.2's probe schedules to 0", "scheduler.warmup_start_lr": "no warm-up",
+    "scheduler.warmup_epochs": "no warm-up", "scheduler.interval": "the probe's lr moves once per epoch",
+    "accumulate_grad_batches": "one batch per step",
+}
 LINEAR_RESULTS = "results.json"
+
+
+def _ignored_keys(raw: dict[str, Any]) -> dict[str, str]:
+    """The keys ``raw`` sets that the probe does not use, each with why (:data:`LINEAR_IGNORED`)."""
+    found = {}
+    for key, why in LINEAR_IGNORED.items():
+        if _select(raw, key) is not None:
+            found[key] = why
+    return found
 
 
 def _check_linear_keys(raw: dict[str, Any]) -> None:
@@ -459,7 +483,11 @@ def main_linear(target: str | None = None, config_path: str | None = None, confi
     plan = device_plan(cfg)
     train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
-    results = {"config": str(path.resolve()), "overrides": list(overrides),
+    ignored = _ignored_keys(raw)
+    if ignored and rank_zero_only.rank == 0:
+        print(f"main_linear: solo-learn keys accepted and not used by this probe: {', '.join(ignored)} "
+              f"(results.json: ignored_keys says why)")
+    results = {"config": str(path.resolve()), "overrides": list(overrides), "ignored_keys": ignored,
                "pretrained_feature_extractor": str(checkpoint.resolve()), "backbone": backbone.encoder,
                "backbone_source": backbone.source, "backbone_tensors_loaded": loaded,
                "backbone_tensors_expected": expected, "linear_lr": cfg.eval.linear.lr,
