@@ -204,6 +204,10 @@ def test_every_layout_exports_the_checkpoints_tensors_in_every_format(solo_ckpt,
             elif fmt == "solo":
                 exported = torch.load(out / SOLO_CHECKPOINT, weights_only=True)["state_dict"]
                 source = {f"backbone.{key}": value for key, value in weights.items()}
+                # the projector of the same side goes along (this BYOL keeps none for its momentum side)
+                head = "projector." if which == "online" else "momentum_projector."
+                source.update({f"projector.{key[len(head):]}": value for key, value in solo_ckpt.state.items()
+                               if key.startswith(head)})
             else:
                 exported, source = torch.load(out, weights_only=True), weights
                 sidecar = json.loads(Path(f"{out}.json").read_text())
@@ -311,6 +315,15 @@ def _main_knn_backbone(folder: Path):
     state = {key[len("backbone."):]: value for key, value in checkpoint["state_dict"].items()
              if key.startswith("backbone.")}
     assert backbone.load_state_dict(state, strict=False).missing_keys == []
+    if cfg.unmix_ext.holds == "backbone":  # no projector went along: nothing else to load
+        assert not any(key.startswith("projector.") for key in checkpoint["state_dict"])
+    elif cfg.method == "byol":  # solo-learn main's BYOL projector, sized by method_kwargs
+        kwargs = cfg.method_kwargs
+        projector = nn.Sequential(nn.Linear(512, kwargs.proj_hidden_dim), nn.BatchNorm1d(kwargs.proj_hidden_dim),
+                                  nn.ReLU(), nn.Linear(kwargs.proj_hidden_dim, kwargs.proj_output_dim))
+        state = {key[len("projector."):]: value for key, value in checkpoint["state_dict"].items()
+                 if key.startswith("projector.")}
+        assert projector.load_state_dict(state, strict=False).missing_keys == []
     return backbone, cfg
 
 
@@ -336,11 +349,10 @@ def test_main_knn_prints_and_writes_the_whole_grid_on_a_solo_folder_and_its_expo
         ("euclidean", None), ("cosine", 0.07), ("cosine", 0.1)}
     assert all(0 <= row["acc1"] <= row["acc5"] <= 100 for row in record["rows"])
     assert (solo_ckpt.folder / "knn.md").read_text().count("\n| backbone |") == 9 and "| projector | 5 | cosine | 0.1 |" in printed
-    # the export holds the backbone alone: its backbone rows are the source's
+    # the export holds the backbone and the projector: every row is the source's
     out = export(solo_ckpt.path, "solo", tmp_path / "for-solo")
-    assert knn_main(_knn_flags(out, images, "--scale", "smoke", "--feature_type", "backbone")) == 0
-    exported = json.loads((out / "knn.json").read_text())["rows"]
-    assert exported == [row for row in record["rows"] if row["feature_type"] == "backbone"]
+    assert knn_main(_knn_flags(out, images, "--scale", "smoke")) == 0
+    assert json.loads((out / "knn.json").read_text())["rows"] == record["rows"]
 
 
 class _Reducer:

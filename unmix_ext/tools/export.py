@@ -46,7 +46,8 @@ the architecture, the stem, the source checkpoint and how to build the model):
 - ``solo`` (no sidecar): the folder ``OUT`` with ``backbone.ckpt`` (the backbone as ``backbone.*``,
   plain data) and ``args.json`` in solo-learn main's config layout, which its ``main_linear.py``
   (``pretrained_feature_extractor=OUT/backbone.ckpt``), ``main_knn.py`` and ``main_umap.py``
-  (``--pretrained_checkpoint_dir OUT``) load as they load their own (:func:`write_solo_folder`).
+  (``--pretrained_checkpoint_dir OUT``) load as they load their own, with the projector where solo-learn main
+  builds it alike (:func:`write_solo_folder`).
 
 Checkpoints are read as data only (``weights_only=True``: tensors, containers
 and numbers, which is all a training run writes), so a checkpoint whose pickle
@@ -271,15 +272,27 @@ def solo_args_for(backbone: Backbone, checkpoint: dict[str, Any], source: Path) 
         "performance": {"disable_channel_last": False},
         "max_epochs": 1, "accumulate_grad_batches": 1,
         "unmix_ext": {"exported_from": str(source.resolve()), "trained_method": method,
-                      "note": "data.dataset only decides solo-learn's ResNet stem (cifar10: the CIFAR stem); "
-                              "the checkpoint holds the backbone alone, so score feature_type backbone"},
+                      "note": "data.dataset only decides solo-learn's ResNet stem (cifar10: the CIFAR stem)"},
     }
+
+
+def _solo_projector(state_dict: dict[str, Any], which: str, args: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``which`` projector's tensors (keys without prefix) where solo-learn main builds the method's projector as
+    the same ``nn.Sequential`` (positions ``<i>.<leaf>``); else nothing: main_knn's projector rows then need it."""
+    if args["method"] != args["unmix_ext"]["trained_method"]:  # a stand-in method's head is another network
+        return {}
+    head = "projector." if which == "online" else "momentum_projector."
+    projector = {key[len(head):]: value for key, value in state_dict.items() if key.startswith(head)}
+    if not all(key.split(".")[0].isdigit() and key.count(".") == 1 for key in projector):
+        return {}
+    return projector
 
 
 def write_solo_folder(backbone: Backbone, checkpoint: dict[str, Any], source: Path, out: Path, which: str) -> Path:
     """``out/backbone.ckpt`` and ``out/args.json`` in solo-learn main's layout; returns ``out``.
 
-    The checkpoint holds the ``which`` backbone as solo-learn's ``backbone.*`` (every tensor), which
+    The checkpoint holds the ``which`` backbone as solo-learn's ``backbone.*`` (every tensor) and, where solo-learn
+    main builds the method's projector as the same Sequential, its projector as ``projector.*``; the backbone is what
     ``main_linear.py`` loads as its ``pretrained_feature_extractor``, and ``main_knn.py`` / ``main_umap.py``
     load from the folder (the method ``args.json`` names, then ``load_from_checkpoint(strict=False)``).
     """
@@ -292,6 +305,13 @@ def write_solo_folder(backbone: Backbone, checkpoint: dict[str, Any], source: Pa
     import pytorch_lightning as pl
 
     state = {f"backbone.{key}": value for key, value in backbone.state_dict.items()}
+    projector = _solo_projector(checkpoint["state_dict"], which, args)
+    if projector:  # solo-learn builds the same Sequential; the dims main's method asserts follow the weights
+        state.update({f"projector.{key}": value for key, value in projector.items()})
+        linears = sorted(int(key.split(".")[0]) for key, value in projector.items() if value.dim() == 2)
+        args["method_kwargs"].update(proj_hidden_dim=int(projector[f"{linears[0]}.weight"].shape[0]),
+                                     proj_output_dim=int(projector[f"{linears[-1]}.weight"].shape[0]))
+    args["unmix_ext"]["holds"] = "backbone and projector" if projector else "backbone"
     saved = {"state_dict": state, "epoch": checkpoint.get("epoch", 0), "global_step": checkpoint.get("global_step", 0),
              "pytorch-lightning_version": pl.__version__}
     atomic_write(out / SOLO_CHECKPOINT, lambda file: torch.save(saved, file))
