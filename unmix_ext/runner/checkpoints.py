@@ -239,7 +239,8 @@ def _agreed(declared: Declared, weights: Backbone, path: Path) -> Backbone:
                               f"{'the CIFAR' if weights.cifar_stem else 'the ImageNet'} stem")
     # a ResNet's keywords (zero_init_residual) change how it starts, not what it is
     kwargs = {} if weights.is_resnet else {**weights.model_kwargs, **declared.kwargs}
-    return Backbone(weights.encoder, weights.cifar_stem, kwargs, weights.state_dict, "args.json" if declared.source.endswith(ARGS_FILE) else "config.yaml")
+    source = ARGS_FILE if declared.source.endswith(ARGS_FILE) else "config.yaml"
+    return Backbone(weights.encoder, weights.cifar_stem, kwargs, weights.state_dict, source)
 
 
 def _describe(state: dict[str, torch.Tensor], source: str | Path) -> Backbone:

@@ -137,7 +137,7 @@ def _solo_config(checkpoint: Path, overrides: Sequence[str]) -> Config:
 
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict:
     """The linear protocol on a run's checkpoint, or on a solo-learn checkpoint (its ``args.json`` gives the data);
-    writes ``linear.json`` beside the run's recipe (or the checkpoint) and returns ``{"checkpoint", "linear_top1", ...}``."""
+    writes ``linear.json`` beside the run's recipe (or the checkpoint); returns ``{"checkpoint", "linear_top1", ...}``."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint: {checkpoint} does not exist")

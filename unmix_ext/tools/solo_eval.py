@@ -84,7 +84,8 @@ def find_pretrained(folder: str | Path) -> Pretrained:
         return Pretrained(folder, checkpoint, None, run_dir)
     checkpoint = newest_checkpoint_in(folder)
     if checkpoint is None or not (folder / ARGS_FILE).is_file():
-        raise EvaluationError(f"--pretrained_checkpoint_dir: {folder} holds no {'.ckpt' if checkpoint is None else ARGS_FILE}; "
+        missing = ".ckpt" if checkpoint is None else ARGS_FILE
+        raise EvaluationError(f"--pretrained_checkpoint_dir: {folder} holds no {missing}; "
                               f"give a folder solo-learn wrote ({ARGS_FILE} and a .ckpt), one written by "
                               "python -m unmix_ext.export --format solo, or a run directory of python -m unmix_ext.run")
     return Pretrained(folder, checkpoint, solo_args(checkpoint), None)
