@@ -430,10 +430,15 @@ def test_main_knn_and_umap_take_one_of_our_run_directories_and_its_data(our_run,
     _main_knn_backbone(out)
 
 
-def test_solo_learn_folder_without_data_flags_is_one_line(written, capsys):
-    assert knn_main(["--pretrained_checkpoint_dir", str(written[CASES[0]].folder)]) == 2
+def test_solo_learn_folder_without_data_flags_is_one_line(written, images, capsys):
+    folder = str(written[CASES[0]].folder)
+    assert knn_main(["--pretrained_checkpoint_dir", folder]) == 2
     assert capsys.readouterr().err == ("error: --dataset: required for a solo-learn checkpoint folder; one of cifar10, "
                                        "cifar100, stl10, imagenet, imagenet100, custom\n")
+    # no validation folder: the training images are not scored as if they were held out
+    assert knn_main(["--pretrained_checkpoint_dir", folder, "--dataset", "custom", "--train_data_path",
+                     str(images / "train")]) == 2
+    assert "--val_data_path: required here" in capsys.readouterr().err
 
 
 def test_linear_takes_a_solo_learn_checkpoint_its_data_from_args_json_or_overrides(solo_ckpt, images, capsys):

@@ -128,6 +128,11 @@ def data_config(pretrained: Pretrained, *, dataset: str | None, train_data_path:
     if std is not None:
         group["std"] = list(std)
     cfg = config_from_dict(recipe)
+    train_root = Path(cfg.data.train_path or ".")
+    if cfg.data.dataset == "image_folder" and cfg.data.val_path is None and not (train_root / "val").is_dir():
+        # one class folder would serve both splits: a score of the training images read as a validation score
+        raise EvaluationError(f"--val_data_path: required here; {train_root} holds no val/ split, so the validation "
+                              "images would be the training images")
     limit = None
     if scale == "smoke":
         cfg.data.num_workers = min(cfg.data.num_workers, WORKERS)
