@@ -181,6 +181,10 @@ def _features(backbone: nn.Module, projector: nn.Module | None, cfg: Config, spl
               batch_size: int, device: torch.device) -> Features:
     dataset = load_split(cfg, split, eval_transform(cfg), limit)
     feats, targets = extract_features(backbone, eval_loader(dataset, cfg, batch_size), device)
+    broken = int((~torch.isfinite(feats)).any(dim=1).sum())
+    if broken:
+        raise EvaluationError(f"--pretrained_checkpoint_dir: the backbone gives NaN or infinite features for {broken} "
+                              f"of {len(feats)} {split} images; its weights are not those of a finished training")
     by_type = {"backbone": feats}
     if projector is not None:
         with torch.inference_mode():
@@ -281,7 +285,11 @@ def _umap_png(features: torch.Tensor, targets: torch.Tensor, title: str, path: P
     embedding = reducer.fit_transform(points)
     labels = targets.cpu().numpy()
     figure, axes = plt.subplots(figsize=(9, 9))
-    scatter = axes.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="hsv", s=6, alpha=0.7)
+    classes = int(labels.max()) + 1 if len(labels) else 1
+    # one distinct colour per class where a qualitative map has enough; a continuous one beyond
+    palette = next(((name, size) for name, size in (("tab10", 10), ("tab20", 20)) if classes <= size), ("turbo", classes))
+    scatter = axes.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap=palette[0], vmin=0, vmax=palette[1] - 1,
+                           s=6, alpha=0.7)
     if len(set(labels.tolist())) <= 20:
         axes.legend(*scatter.legend_elements(), title="class", loc="best", fontsize="small")
     axes.set(title=title, xticks=[], yticks=[])
