@@ -164,15 +164,19 @@ class HostileCheckpoint:
         refusal: what the one-line error says of it, before the command's advice.
     """
 
-    refusal = "cannot be read safely (it refers to io.open, which a checkpoint of ours never holds); "
+    refusal = ("cannot be read safely: it refers to io.open, which no solo-learn or unmix-ext checkpoint holds, "
+               "and loading it could run code; nothing of it was loaded; ")
 
     def __init__(self, victim: Path) -> None:
         self.victim = victim
 
+    def payload(self) -> object:
+        """The object whose unpickling creates ``victim``."""
+        return _CreatesFile(self.victim)
+
     def write(self, path: Path) -> Path:
         # hyper_parameters: where Lightning keeps whatever objects a module was built with
-        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "hyper_parameters": _CreatesFile(self.victim)},
-                   path)
+        torch.save({"epoch": 0, "global_step": 1, "state_dict": {}, "hyper_parameters": self.payload()}, path)
         return path
 
 

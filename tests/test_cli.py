@@ -39,7 +39,7 @@ def test_the_help_names_exactly_what_the_tools_accept():
     from unmix_ext.tools import reproduce as reproduce_tool
 
     assert _choices(reproduce.COMMAND, "table") == list(reproduce_tool.TABLES)
-    assert sorted(_choices(export.COMMAND, "fmt")) == sorted(export_tool.FORMATS)
+    assert sorted(_choices(export.COMMAND, "fmt")) == sorted(export_tool.FORMAT_NAMES)
     assert sorted(_choices(export.COMMAND, "--which")) == sorted(export_tool.WHICH)
 
 

@@ -215,7 +215,7 @@ def _plain_state_dict(tmp_path, request):
 
 def _no_encoder(tmp_path, request):
     path = _lightning_layout(tmp_path / "head.ckpt", {"projector.0.weight": torch.zeros(2, 2)})
-    return path, ["--format", "timm"], "no 'encoder.*' weights"
+    return path, ["--format", "timm"], "no 'backbone.*' or 'encoder.*' weights"
 
 
 def _cifar_to_detectron2(tmp_path, request):
@@ -223,7 +223,7 @@ def _cifar_to_detectron2(tmp_path, request):
 
 
 def _no_momentum_encoder(tmp_path, request):
-    return request.getfixturevalue("r50_ckpt").path, ["--format", "timm", "--which", "momentum"], "no momentum encoder"
+    return request.getfixturevalue("r50_ckpt").path, ["--format", "timm", "--which", "momentum"], "no momentum backbone"
 
 
 def _hparams_disagree(tmp_path, request):
@@ -245,7 +245,7 @@ def _newer_pickle_protocol(tmp_path, request):
             if entry.filename.endswith("/data.pkl"):
                 data = pickle.dumps({"state_dict": {}}, protocol=4)
             archive.writestr(entry, data)
-    return path, ["--format", "timm"], "cannot be read safely (it uses the pickle instruction FRAME, which"
+    return path, ["--format", "timm"], "cannot be read safely: it uses the pickle instruction FRAME, which"
 
 
 def _missing(tmp_path, request):

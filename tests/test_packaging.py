@@ -65,7 +65,7 @@ def test_installed_package_runs_from_its_own_files(installed, tmp_path):
     assert all(Path(p).exists() for p in where)
 
 
-@pytest.mark.parametrize("command", ["run", "linear", "export", "reproduce", "demo"])
+@pytest.mark.parametrize("command", ["run", "linear", "export", "reproduce", "demo", "main_linear", "main_knn", "main_umap"])
 def test_help_answers_at_once(installed, tmp_path, command):
     python, env = installed
     started = time.perf_counter()

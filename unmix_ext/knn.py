@@ -69,3 +69,4 @@ def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> lis
     ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
     hits = ranked == targets.unsqueeze(1)
     return [hits[:, :k].any(dim=1).float().mean().item() * 100.0 for k in ks]
+

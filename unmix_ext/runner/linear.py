@@ -28,7 +28,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
-from unmix_ext.runner.builder import build_method
+from unmix_ext.runner.builder import build_method, ssl_methods
+from unmix_ext.runner.checkpoints import ARGS_FILE, backbone_weights, read_backbone, solo_args
 from unmix_ext.runner.config import Config, ConfigError
 from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.files import atomic_write_text, read_checkpoint, short_message
@@ -85,13 +86,13 @@ def linear_protocol(
 
 
 def load_backbone(cfg: Config, checkpoint: Path, classes: int) -> nn.Module:
-    """The recipe's backbone with the weights of a pretraining checkpoint."""
+    """The recipe's backbone with the weights of a pretraining checkpoint (``encoder.*`` or solo-learn 1.0.3+'s
+    ``backbone.*``), every tensor filled."""
     model = build_method(cfg, classes)
     advice = "give a .ckpt from the run's checkpoints/ folder, with the recipe's backbone"
-    state = read_checkpoint(checkpoint, advice)["state_dict"]
-    prefix = "encoder."
+    state = backbone_weights(read_checkpoint(checkpoint, advice)["state_dict"], "online", checkpoint)
     try:
-        model.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        model.encoder.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or reshaped weights: torch lists them over many lines
         raise CheckpointError(f"checkpoint: {checkpoint} does not fit the recipe's {cfg.backbone.name} "
                               f"({short_message(err, limit=200)}); {advice}") from None
@@ -128,9 +129,62 @@ def _checkpoint_of(target: Path) -> Path:
     return target
 
 
+#: datasets read from class folders, whose split folders solo-learn's paths may name directly (.../train, .../val)
+FOLDER_DATASETS = ("imagenet", "imagenet100", "custom", "image_folder")
+
+
+def solo_split_folders(data: dict) -> dict:
+    """solo-learn's ``data`` section (dataset, train_path, val_path), read here: where its paths name the split
+    folders themselves (solo-learn's ImageNet scripts: ``.../train``, ``.../val``), they are read as class folders."""
+    train = data.get("train_path")
+    if data.get("dataset") in FOLDER_DATASETS and train is not None and not (Path(train) / "train").is_dir():
+        return {**data, "dataset": "image_folder"}
+    return data
+
+
+def solo_recipe(args: dict) -> dict:
+    """The part of solo-learn's ``args.json`` (any release) that says which data a linear probe reads: the method,
+    the backbone's name, the data and the first augmentation group's crop side and normalisation."""
+    data = args.get("data") if isinstance(args.get("data"), dict) else {}
+    if not data:  # before 1.0.6: the argparse namespace, its paths as data_dir/train_dir
+        base = Path(args.get("data_dir") or ".")
+        data = {"dataset": args.get("dataset"),
+                "train_path": str(base / args["train_dir"]) if args.get("train_dir") else str(base),
+                "val_path": str(base / args["val_dir"]) if args.get("val_dir") else None}
+    backbone = args.get("backbone")
+    name = backbone.get("name") if isinstance(backbone, dict) else backbone or args.get("encoder")
+    groups = args.get("augmentations") if isinstance(args.get("augmentations"), list) else [{}]
+    group = {key: groups[0][key] for key in ("crop_size", "mean", "std") if groups and key in groups[0]}
+    method = args.get("method")
+    return {
+        # the probe never builds the method; the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr
+        "method": method if method in ssl_methods() else "simclr", "backbone": {"name": name or "resnet18"},
+        "data": solo_split_folders({key: data[key] for key in ("dataset", "train_path", "val_path", "num_workers",
+                                                               "fraction") if data.get(key) is not None}),
+        "augmentations": [group],
+    }
+
+
+def _solo_config(checkpoint: Path, overrides: Sequence[str]) -> Config:
+    """The config of a solo-learn checkpoint's linear probe: :func:`solo_recipe` of its ``args.json``, overridden."""
+    import tempfile
+
+    import yaml
+
+    args = solo_args(checkpoint)
+    if args is None:
+        raise ConfigError(f"checkpoint: no config.yaml next to {checkpoint} or above it, and no {ARGS_FILE} beside "
+                          "it; give a checkpoint of python -m unmix_ext.run or of solo-learn (args.json beside it)")
+    with tempfile.TemporaryDirectory() as folder:
+        recipe = Path(folder) / "solo_args.yaml"
+        recipe.write_text(yaml.safe_dump(solo_recipe(args)))
+        return load_recipe(recipe, overrides)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict:
-    """The linear protocol on a run's checkpoint (or its run directory's last one); writes and returns
-    ``{"checkpoint", "linear_top1", ...}``.
+    """The linear protocol on a run's checkpoint (or its run directory's last one), or on a solo-learn checkpoint
+    (its ``args.json`` gives the data); writes ``linear.json`` beside the run's recipe (or the checkpoint) and
+    returns ``{"checkpoint", "linear_top1", ...}``.
 
     Raises:
         ConfigError: an override the protocol would not apply (:func:`check_linear_overrides`), no checkpoint,
@@ -138,8 +192,13 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     """
     check_linear_overrides(overrides)
     checkpoint = _checkpoint_of(Path(checkpoint))
-    run_dir = RunDir.holding(checkpoint)
-    smoke = effective(load_recipe(run_dir.config, overrides))
+    run_dir = RunDir.find(checkpoint)
+    solo = run_dir is None
+    if solo:
+        run_dir, recipe = RunDir(checkpoint.resolve().parent), _solo_config(checkpoint, overrides)
+    else:
+        recipe = load_recipe(run_dir.config, overrides)
+    smoke = effective(recipe)
     cfg = smoke.cfg
     if eval_split(cfg) is None:
         raise ConfigError("data.no_labels: the run pretrained on unlabelled images, so there are no labels to fit "
@@ -148,7 +207,10 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     plan = device_plan(cfg)
     train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))
-    backbone = load_backbone(cfg, checkpoint, num_classes(val))
+    if solo:  # the architecture the checkpoint's own files name, every tensor filled
+        backbone = read_backbone(checkpoint, "online").network()
+    else:
+        backbone = load_backbone(cfg, checkpoint, num_classes(val))
     result = {"checkpoint": str(checkpoint.resolve()), "overrides": list(overrides), "eval_split": eval_split(cfg),
               "eval_split_text": describe_eval_split(cfg)}
     result.update(linear_protocol(cfg, backbone, train, val, plan, run_dir))

@@ -36,11 +36,19 @@ class RunDir:
         return cls((Path(cfg.checkpoint.dir) / f"{name}-{config_hash(cfg)}").resolve())
 
     @classmethod
-    def holding(cls, checkpoint: Path) -> RunDir:
-        """The run directory of ``checkpoint``: its nearest parent with a saved recipe; raises ConfigError."""
+    def find(cls, checkpoint: Path) -> RunDir | None:
+        """The run directory of ``checkpoint``: its nearest parent with a saved recipe, or None (solo-learn's)."""
         for folder in Path(checkpoint).resolve().parents:
             if (cls(folder).config).is_file():
                 return cls(folder)
+        return None
+
+    @classmethod
+    def holding(cls, checkpoint: Path) -> RunDir:
+        """:meth:`find`, raising ConfigError where there is none."""
+        found = cls.find(checkpoint)
+        if found is not None:
+            return found
         raise ConfigError(f"checkpoint: no config.yaml next to {checkpoint} or above it; "
                           "was it written by python -m unmix_ext.run?")
 

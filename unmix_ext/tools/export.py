@@ -1,21 +1,18 @@
-"""The pretrained backbone of a training checkpoint, exported for torchvision, timm or detectron2.
+"""The pretrained backbone of a training checkpoint, exported for torchvision, timm, detectron2 or solo-learn.
 
 As a command::
 
-    python -m unmix_ext.export CKPT --format torchvision|timm|detectron2 OUT [--which online|momentum]
+    python -m unmix_ext.export CKPT --format torchvision|timm|detectron2|solo OUT [--which online|momentum]
 
-``CKPT`` is a ``.ckpt`` that ``pytorch_lightning.Trainer`` wrote for any
-method of ``solo.methods.METHODS`` (solo-learn's or an Un-Mix variant). Its
-``state_dict`` holds the online backbone under ``encoder.`` and, for methods
-with one, the momentum backbone under ``momentum_encoder.``; ``--which``
-picks one (default ``online``). Projector, predictor, classifier and queues
-are not exported. The architecture of solo-learn's own encoders is read from
-the weights themselves (solo-learn 1.0.2 does not save hyper-parameters; where a
-checkpoint has ``hyper_parameters["encoder"]`` or ``["backbone_args"]["cifar"]``,
-they must agree with the weights); a ``timm/<model>`` encoder is named by the
-checkpoint itself (``unmix_ext.backbones.CHECKPOINT_ENTRY``).
+``CKPT`` is a pretraining checkpoint of any method of ``solo.methods.METHODS`` (solo-learn's or an
+Un-Mix variant), written by ``python -m unmix_ext.run`` or by solo-learn of any release: its
+``state_dict`` holds the online backbone under ``encoder.`` (1.0.2, ours) or ``backbone.`` (1.0.3+)
+and, for methods with one, the momentum backbone under ``momentum_encoder.`` / ``momentum_backbone.``;
+``--which`` picks one (default ``online``). Projector, predictor, classifier and queues are not
+exported. The architecture is read as :mod:`unmix_ext.runner.checkpoints` says (``args.json``
+beside, our ``config.yaml`` above, the weights), and must agree with the weights.
 
-Formats (every one also writes ``OUT.json``, a sidecar naming the format,
+Formats (every one but ``solo`` also writes ``OUT.json``, a sidecar naming the format,
 the architecture, the stem, the source checkpoint and how to build the model):
 
 - ``torchvision`` (ResNet-18/50): a plain ``state_dict`` (``torch.save``) that
@@ -46,6 +43,11 @@ the architecture, the stem, the source checkpoint and how to build the model):
   the sidecar lists these keys. detectron2's C4 head (``Res5ROIHeads``) builds
   bottleneck blocks, so a ResNet-18 export suits FPN configs
   (``MODEL.RESNETS.DEPTH 18``, ``RES2_OUT_CHANNELS 64``), not C4 ones.
+- ``solo`` (no sidecar): the folder ``OUT`` with ``backbone.ckpt`` (the backbone as ``backbone.*``,
+  plain data) and ``args.json`` in solo-learn main's config layout, which its ``main_linear.py``
+  (``pretrained_feature_extractor=OUT/backbone.ckpt``), ``main_knn.py`` and ``main_umap.py``
+  (``--pretrained_checkpoint_dir OUT``) load as they load their own, with the projector where solo-learn main
+  builds it alike (:func:`write_solo_folder`).
 
 Checkpoints are read as data only (``weights_only=True``: tensors, containers
 and numbers, which is all a training run writes), so a checkpoint whose pickle
@@ -67,138 +69,28 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
 from torch import nn
 
-from unmix_ext.backbones import CHECKPOINT_ENTRY, is_timm_name, timm_model_name, use_cifar_stem
+from unmix_ext.backbones import is_timm_name
 from unmix_ext.errors import CommandError
+from unmix_ext.runner.checkpoints import (ARGS_FILE, CHECKPOINT_ADVICE, PREFIXES, Backbone, build_network,
+                                          read_backbone)
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint, short_message
-from unmix_ext.runner.guard import CheckpointError
 
-#: the state_dict prefix of each backbone a solo-learn method may hold
-WHICH = {"online": "encoder.", "momentum": "momentum_encoder."}
+#: the backbones a checkpoint may hold (:data:`unmix_ext.runner.checkpoints.PREFIXES`)
+WHICH = tuple(PREFIXES)
 SIDECAR_SUFFIX = ".json"
-#: solo-learn's resnets, by (bottleneck blocks?, blocks per stage)
-RESNET_LAYOUTS = {(False, (2, 2, 2, 2)): "resnet18", (True, (3, 4, 6, 3)): "resnet50"}
-#: kernel size of conv1: solo-learn's CIFAR stem (3x3, stride 1, no max-pool) or ImageNet's (7x7, stride 2)
-CIFAR_STEM_KERNEL, IMAGENET_STEM_KERNEL = 3, 7
-#: solo-learn's ViTs by embedding width, and the timm model each one is
-VIT_WIDTHS = {192: "vit_tiny", 384: "vit_small", 768: "vit_base", 1024: "vit_large"}
-#: solo-learn's Swins by (embedding width, blocks in stage 3)
-SWIN_SHAPES = {(96, 6): "swin_tiny", (96, 18): "swin_small", (128, 18): "swin_base", (192, 18): "swin_large"}
-TIMM_NAMES = {
-    **{name: f"{name}_patch16_224" for name in VIT_WIDTHS.values()},
-    **{name: f"{name}_patch4_window7_224" for name in SWIN_SHAPES.values()},
-}
-
-
 #: what a user can do about a checkpoint that cannot be read
-EXPORT_ADVICE = ("give the .ckpt a training run wrote: copy it again from the run, or pick another of its "
-                 "checkpoints (RUN_DIR/checkpoints/)")
+EXPORT_ADVICE = CHECKPOINT_ADVICE
 
 
 class ExportError(CommandError):
     """A checkpoint or a request the exporter cannot serve; the message is one line naming the file."""
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """One encoder of a checkpoint: solo-learn's name for it, how it is built, its weights.
-
-    Attributes:
-        encoder: solo-learn's encoder name, ``"resnet18"``, ``"resnet50"``, ``"vit_small"``, ``"swin_tiny"``...,
-            or ``"timm/<model>"``.
-        cifar_stem: ResNets only: conv1 is solo-learn's CIFAR stem (3x3, stride 1, padding 2; no max-pool).
-        model_kwargs: timm arguments beyond the name (``patch_size`` for ViTs, ``window_size`` for Swins,
-            what a ``timm/<model>`` encoder was built with).
-        state_dict: the weights, keys without the ``encoder.`` / ``momentum_encoder.`` prefix.
-    """
-
-    encoder: str
-    cifar_stem: bool
-    model_kwargs: dict[str, int]
-    state_dict: dict[str, torch.Tensor] = field(repr=False)
-
-    @property
-    def is_resnet(self) -> bool:
-        return self.encoder.startswith("resnet")
-
-
-def extract_backbone(checkpoint: dict[str, Any], which: str = "online", source: str | Path = "checkpoint") -> Backbone:
-    """The ``which`` encoder of a loaded Lightning checkpoint, its architecture read from its weights.
-
-    Args:
-        checkpoint: what :func:`read_checkpoint` returns.
-        which: ``"online"`` (``encoder.*``) or ``"momentum"`` (``momentum_encoder.*``).
-        source: the checkpoint's path, for error messages.
-    """
-    if which not in WHICH:
-        raise ExportError(f"which: {which!r} is not one of {sorted(WHICH)}")
-    prefix = WHICH[which]
-    state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
-    if not state:
-        hint = "this method has no momentum encoder; export --which online" if which == "momentum" else (
-            "is it a solo-learn / unmix-ext pretraining checkpoint?")
-        raise ExportError(f"{source}: no '{prefix}*' weights in its state_dict; {hint}")
-    declared = checkpoint.get(CHECKPOINT_ENTRY)
-    if declared is not None:  # a timm model, named by the run that trained it
-        kwargs = dict(declared["kwargs"])
-        return Backbone(declared["name"], bool(kwargs.pop("cifar", False)), kwargs, state)
-    backbone = _describe(state, source)
-    _check_declared(backbone, checkpoint.get("hyper_parameters") or {}, source)
-    return backbone
-
-
-def _describe(state: dict[str, torch.Tensor], source: str | Path) -> Backbone:
-    """Names the architecture of an encoder state_dict (solo-learn 1.0.2's ResNets, ViTs and Swins)."""
-    if "conv1.weight" in state and "layer4.0.conv1.weight" in state:
-        bottleneck = "layer1.0.conv3.weight" in state
-        blocks = tuple(
-            len({key.split(".")[1] for key in state if key.startswith(f"layer{stage}.")}) for stage in range(1, 5)
-        )
-        encoder = RESNET_LAYOUTS.get((bottleneck, blocks))
-        kernel = state["conv1.weight"].shape[-1]
-        if encoder is None or kernel not in (CIFAR_STEM_KERNEL, IMAGENET_STEM_KERNEL):
-            raise ExportError(
-                f"{source}: a ResNet with {blocks} blocks per stage (bottleneck: {bottleneck}) and a {kernel}x{kernel} "
-                "stem; solo-learn 1.0.2 builds only resnet18 and resnet50 with a 3x3 (CIFAR) or 7x7 stem"
-            )
-        return Backbone(encoder, kernel == CIFAR_STEM_KERNEL, {}, state)
-    if "cls_token" in state and "blocks.0.attn.qkv.weight" in state:
-        width = state["cls_token"].shape[-1]
-        encoder = VIT_WIDTHS.get(width)
-        kwargs = {"patch_size": state["patch_embed.proj.weight"].shape[-1]}
-        shape = f"width {width}"
-    elif "layers.0.blocks.0.attn.relative_position_bias_table" in state:
-        width = state["patch_embed.proj.weight"].shape[0]
-        stage3 = len({key.split(".")[3] for key in state if key.startswith("layers.2.blocks.")})
-        encoder = SWIN_SHAPES.get((width, stage3))
-        # the bias table has one row per relative offset: (2 * window - 1) ** 2
-        rows = state["layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-        kwargs = {"window_size": (round(rows ** 0.5) + 1) // 2}
-        shape = f"width {width}, {stage3} blocks in stage 3"
-    else:
-        raise ExportError(f"{source}: the encoder is neither a ResNet, a ViT nor a Swin of solo-learn 1.0.2")
-    if encoder is None:
-        raise ExportError(f"{source}: a transformer of {shape}, which is none of solo-learn's {sorted(TIMM_NAMES)}")
-    return Backbone(encoder, False, kwargs, state)
-
-
-def _check_declared(backbone: Backbone, hparams: dict[str, Any], source: str | Path) -> None:
-    """Raises if the checkpoint's saved hyper-parameters name another encoder or stem than its weights."""
-    declared = hparams.get("encoder")
-    if declared is not None and declared != backbone.encoder:
-        raise ExportError(f"{source}: hyper_parameters say encoder {declared!r}, the weights are a {backbone.encoder}")
-    cifar = (hparams.get("backbone_args") or {}).get("cifar")
-    if backbone.is_resnet and cifar is not None and bool(cifar) != backbone.cifar_stem:
-        raise ExportError(
-            f"{source}: hyper_parameters say backbone_args.cifar={cifar}, but conv1 is "
-            f"{'the CIFAR' if backbone.cifar_stem else 'the ImageNet'} stem"
-        )
 
 
 # ---- formats ---------------------------------------------------------------------------------------------------
@@ -265,9 +157,7 @@ def _torchvision_notes(backbone: Backbone) -> dict[str, Any]:
 
 
 def _timm_notes(backbone: Backbone) -> dict[str, Any]:
-    name = timm_model_name(backbone.encoder) if is_timm_name(backbone.encoder) else TIMM_NAMES.get(
-        backbone.encoder, backbone.encoder)
-    return {**_torchvision_notes(backbone), "timm_name": name}
+    return {**_torchvision_notes(backbone), "timm_name": backbone.timm_name}
 
 
 def _detectron2_notes(backbone: Backbone) -> dict[str, Any]:
@@ -294,35 +184,139 @@ def _save_pickle(obj: Any, file: BinaryIO) -> None:
     pickle.dump(obj, file)
 
 
-def _build_torchvision(info: dict[str, Any]) -> nn.Module:
-    import torchvision
-
-    model = getattr(torchvision.models, info["encoder"])()
-    model.fc = nn.Identity()
-    return model
-
-
-def _build_timm(info: dict[str, Any]) -> nn.Module:
-    import timm
-
-    return timm.create_model(info["timm_name"], num_classes=0, **info["model_kwargs"])
-
-
 @dataclass(frozen=True)
 class Format:
-    """How one format converts a backbone, writes it, what its sidecar adds, and (torchvision, timm) its module."""
+    """How one file format converts a backbone, writes it, what its sidecar adds, and whether it is a torch module's
+    ``state_dict`` (torchvision, timm: :func:`backbone_from_export` rebuilds it)."""
 
     convert: Callable[[Backbone, str | Path], Any]
     save: Callable[[Any, BinaryIO], None]
     notes: Callable[[Backbone], dict[str, Any]]
-    build: Callable[[dict[str, Any]], nn.Module] | None
+    is_module: bool
 
 
 FORMATS = {
-    "torchvision": Format(_resnet_weights, _save_torch, _torchvision_notes, _build_torchvision),
-    "timm": Format(_timm_weights, _save_torch, _timm_notes, _build_timm),
-    "detectron2": Format(_detectron2_checkpoint, _save_pickle, _detectron2_notes, None),
+    "torchvision": Format(_resnet_weights, _save_torch, _torchvision_notes, True),
+    "timm": Format(_timm_weights, _save_torch, _timm_notes, True),
+    "detectron2": Format(_detectron2_checkpoint, _save_pickle, _detectron2_notes, False),
 }
+#: the format that writes a folder (a checkpoint and its args.json) rather than one file: :func:`write_solo_folder`
+SOLO_FORMAT = "solo"
+#: every format ``--format`` takes
+FORMAT_NAMES = (*FORMATS, SOLO_FORMAT)
+
+
+# ---- solo-learn's layout ------------------------------------------------------------------------------------------
+
+#: the checkpoint's name inside a ``--format solo`` folder (solo-learn's commands take the folder's first ``.ckpt``)
+SOLO_CHECKPOINT = "backbone.ckpt"
+#: method_kwargs that solo-learn main's methods require (they assert them; the rest have defaults there)
+SOLO_REQUIRED_METHOD_KWARGS = ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "temperature",
+                               "temperature_q", "temperature_k", "num_prototypes")
+#: our methods solo-learn main does not have, and the one of its methods whose backbone is the same network
+SOLO_METHOD_STAND_INS = {"mocov2": "mocov2plus"}
+SOLO_MAIN_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
+
+
+def _trained_method(checkpoint: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
+    """The method that trained ``source`` and its ``method_kwargs``: from solo-learn's ``args.json`` beside it, our
+    ``config.yaml`` above it; raises ExportError when neither says."""
+    from omegaconf import OmegaConf
+
+    from unmix_ext.runner.checkpoints import solo_args
+    from unmix_ext.runner.rundir import RunDir
+
+    args = solo_args(source)
+    if args is not None and isinstance(args.get("method"), str):
+        kwargs = args.get("method_kwargs")
+        if not isinstance(kwargs, dict):  # before 1.0.6: the method's arguments sit among all the others
+            kwargs = {key: args[key] for key in SOLO_REQUIRED_METHOD_KWARGS if key in args}
+        return args["method"], dict(kwargs)
+    run_dir = RunDir.find(source)
+    if run_dir is None:
+        raise ExportError(f"{source}: no {ARGS_FILE} beside it and no config.yaml above it says which method trained "
+                          "it; solo-learn's commands build the method named in args.json")
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir.config))
+    return saved["method"], dict(saved.get("method_kwargs") or {})
+
+
+def solo_args_for(backbone: Backbone, checkpoint: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The ``args.json`` solo-learn main's ``main_knn.py`` / ``main_umap.py`` build the method from (its config
+    layout since 1.0.6), for a checkpoint that holds only ``backbone``'s weights."""
+    from solo.methods import METHODS
+
+    from unmix_ext.methods.base import UNMIX_SUFFIX
+    from unmix_ext.runner.solo_kwargs import solo_defaults
+
+    method, given = _trained_method(checkpoint, source)
+    method = method[: -len(UNMIX_SUFFIX)] if method.endswith(UNMIX_SUFFIX) else method
+    defaults = solo_defaults(METHODS[method]) if method in METHODS else {}
+    method_kwargs = {key: defaults[key] for key in SOLO_REQUIRED_METHOD_KWARGS if key in defaults}
+    method_kwargs.update(given)
+    classifier = checkpoint["state_dict"].get("classifier.weight")
+    # solo-learn gives a ResNet the CIFAR stem exactly for its CIFAR datasets
+    dataset = "cifar10" if backbone.cifar_stem else "imagenet"
+    return {
+        "name": f"{method}-unmix-ext", "method": SOLO_METHOD_STAND_INS.get(method, method),
+        "backbone": {"name": backbone.encoder, "kwargs": dict(backbone.model_kwargs)},
+        "method_kwargs": method_kwargs,
+        "data": {"dataset": dataset, "num_classes": int(classifier.shape[0]) if classifier is not None else 10,
+                 "num_large_crops": 2, "num_small_crops": 0, "train_path": None, "val_path": None,
+                 "format": "image_folder", "fraction": -1.0, "no_labels": False},
+        "optimizer": {"name": "sgd", "batch_size": 256, "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-4,
+                      "kwargs": {}, "exclude_bias_n_norm_wd": False},
+        "scheduler": {"name": "none", "lr_decay_steps": None, "min_lr": 0.0, "warmup_start_lr": 3e-5,
+                      "warmup_epochs": 0, "interval": "step"},
+        "momentum": {"base_tau": 0.99, "final_tau": 1.0, "classifier": False},
+        "knn_eval": {"enabled": False, "k": 20, "distance_func": "euclidean"},
+        "performance": {"disable_channel_last": False},
+        "max_epochs": 1, "accumulate_grad_batches": 1,
+        "unmix_ext": {"exported_from": str(source.resolve()), "trained_method": method,
+                      "note": "data.dataset only decides solo-learn's ResNet stem (cifar10: the CIFAR stem)"},
+    }
+
+
+def _solo_projector(state_dict: dict[str, Any], which: str, args: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``which`` projector's tensors (keys without prefix) where solo-learn main builds the method's projector as
+    the same ``nn.Sequential`` (positions ``<i>.<leaf>``); else nothing: main_knn's projector rows then need it."""
+    if args["method"] != args["unmix_ext"]["trained_method"]:  # a stand-in method's head is another network
+        return {}
+    head = "projector." if which == "online" else "momentum_projector."
+    projector = {key[len(head):]: value for key, value in state_dict.items() if key.startswith(head)}
+    if not all(key.split(".")[0].isdigit() and key.count(".") == 1 for key in projector):
+        return {}
+    return projector
+
+
+def write_solo_folder(backbone: Backbone, checkpoint: dict[str, Any], source: Path, out: Path, which: str) -> Path:
+    """``out/backbone.ckpt`` and ``out/args.json`` in solo-learn main's layout; returns ``out``.
+
+    The checkpoint holds the ``which`` backbone as solo-learn's ``backbone.*`` (every tensor) and, where solo-learn
+    main builds the method's projector as the same Sequential, its projector as ``projector.*``; the backbone is what
+    ``main_linear.py`` loads as its ``pretrained_feature_extractor``, and ``main_knn.py`` / ``main_umap.py``
+    load from the folder (the method ``args.json`` names, then ``load_from_checkpoint(strict=False)``).
+    """
+    if is_timm_name(backbone.encoder):
+        raise ExportError(f"{source}: solo-learn builds only its own backbones ({backbone.encoder} is a timm model "
+                          "it does not know); export --format timm instead")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; --format solo writes a folder")
+    args = solo_args_for(backbone, checkpoint, source)
+    import pytorch_lightning as pl
+
+    state = {f"backbone.{key}": value for key, value in backbone.state_dict.items()}
+    projector = _solo_projector(checkpoint["state_dict"], which, args)
+    if projector:  # solo-learn builds the same Sequential; the dims main's method asserts follow the weights
+        state.update({f"projector.{key}": value for key, value in projector.items()})
+        linears = sorted(int(key.split(".")[0]) for key, value in projector.items() if value.dim() == 2)
+        args["method_kwargs"].update(proj_hidden_dim=int(projector[f"{linears[0]}.weight"].shape[0]),
+                                     proj_output_dim=int(projector[f"{linears[-1]}.weight"].shape[0]))
+    args["unmix_ext"]["holds"] = "backbone and projector" if projector else "backbone"
+    saved = {"state_dict": state, "epoch": checkpoint.get("epoch", 0), "global_step": checkpoint.get("global_step", 0),
+             "pytorch-lightning_version": pl.__version__}
+    atomic_write(out / SOLO_CHECKPOINT, lambda file: torch.save(saved, file))
+    atomic_write_text(out / ARGS_FILE, json.dumps(args, indent=2) + "\n")
+    return out
 
 
 def _sidecar(backbone: Backbone, fmt: str, which: str, source: Path) -> dict[str, Any]:
@@ -337,11 +331,9 @@ def _sidecar(backbone: Backbone, fmt: str, which: str, source: Path) -> dict[str
 
 def build_backbone(info: dict[str, Any]) -> nn.Module:
     """An untrained module with the architecture a sidecar (``OUT.json``) describes; its ``forward`` gives (B, D) features."""
-    build = FORMATS[info["format"]].build
-    if build is None:
+    if not FORMATS[info["format"]].is_module:
         raise ExportError(f"a {info['format']} export loads in {info['format']} (MODEL.WEIGHTS), not as a torch module")
-    model = build(info)
-    return use_cifar_stem(model) if info["cifar_stem"] else model
+    return build_network(info["encoder"], info["cifar_stem"], info["model_kwargs"])
 
 
 def backbone_from_export(path: str | Path) -> nn.Module:
@@ -357,7 +349,7 @@ def backbone_from_export(path: str | Path) -> nn.Module:
 
 def _check_loads(info: dict[str, Any], exported: Any, source: str | Path) -> None:
     """Raises unless the model the sidecar describes accepts the exported weights strictly."""
-    if FORMATS[info["format"]].build is None:
+    if not FORMATS[info["format"]].is_module:
         return
     try:
         # on the meta device the module costs no memory and no initialisation; keys and shapes are still checked
@@ -369,16 +361,22 @@ def _check_loads(info: dict[str, Any], exported: Any, source: str | Path) -> Non
 
 
 def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "online") -> Path:
-    """Writes the ``which`` backbone of ``checkpoint`` in format ``fmt`` to ``out``, and the sidecar ``out.json``.
+    """Writes the ``which`` backbone of ``checkpoint`` in format ``fmt`` to ``out``, and the sidecar ``out.json``
+    (``solo``: the folder ``out`` holding a ``.ckpt`` and its ``args.json``, :func:`write_solo_folder`).
 
-    Both files are written atomically (:mod:`unmix_ext.runner.files`). Returns ``out``.
+    Every file is written atomically (:mod:`unmix_ext.runner.files`). Returns ``out``.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"format: {fmt!r} is not one of {sorted(FORMATS)}")
+    if fmt not in FORMAT_NAMES:
+        raise ExportError(f"format: {fmt!r} is not one of {sorted(FORMAT_NAMES)}")
+    if which not in WHICH:
+        raise ExportError(f"which: {which!r} is not one of {sorted(WHICH)}")
     source, out = Path(checkpoint), Path(out)
-    if out.resolve() == source.resolve():
-        raise ExportError(f"{out}: the output would overwrite the checkpoint; give another OUT path")
-    backbone = extract_backbone(read_checkpoint(source, EXPORT_ADVICE), which, source)
+    if out.resolve() == source.resolve() or out.resolve() == source.resolve().parent:
+        raise ExportError(f"{out}: the output would overwrite the checkpoint or its folder; give another OUT path")
+    checkpoint_data = read_checkpoint(source, EXPORT_ADVICE)
+    backbone = read_backbone(source, which, checkpoint_data)
+    if fmt == SOLO_FORMAT:
+        return write_solo_folder(backbone, checkpoint_data, source, out, which)
     exported = FORMATS[fmt].convert(backbone, source)
     info = _sidecar(backbone, fmt, which, source)
     _check_loads(info, exported, source)
@@ -390,5 +388,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, which: str = "onli
 def export_command(checkpoint: str, out: str, fmt: str, which: str = "online") -> Path:
     """What ``python -m unmix_ext.export`` does: :func:`export`, then a line saying what it wrote."""
     written = export(checkpoint, fmt, out, which)
-    print(f"wrote {written} ({fmt}, {which} encoder) and {written}{SIDECAR_SUFFIX}")
+    if fmt == SOLO_FORMAT:
+        print(f"wrote {written}/{SOLO_CHECKPOINT} and {written}/{ARGS_FILE} (solo-learn's layout, {which} backbone)")
+    else:
+        print(f"wrote {written} ({fmt}, {which} backbone) and {written}{SIDECAR_SUFFIX}")
     return written
