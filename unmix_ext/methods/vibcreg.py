@@ -56,7 +56,7 @@ class IterNorm(nn.Module):
     ``S = eps I + x^T x / N``, ``S_n = S / tr(S)``, ``P_0 = I``, ``P_{k+1} = 1.5 P_k - 0.5 P_k^3 S_n``
     for ``iterations`` steps, and output ``x P_T^T / sqrt(tr(S))`` (about ``x S^{-1/2}``); the
     running mean and whitening matrix (momentum ``momentum``) serve evaluation. Then a
-    per-feature affine. Computed in float32 under autocast.
+    per-feature affine. Computed in at least float32, also under autocast.
 
     Args:
         num_features: D.
@@ -83,11 +83,12 @@ class IterNorm(nn.Module):
         """(N, D) -> (N, D)."""
         n = x.shape[0]
         with torch.autocast(x.device.type, enabled=False):
-            grouped = x.float().view(n, self.groups, self.channels).transpose(0, 1)  # (G, N, c)
+            work = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision is upcast
+            grouped = work.view(n, self.groups, self.channels).transpose(0, 1)  # (G, N, c)
             if self.training:
                 mean = grouped.mean(dim=1, keepdim=True)
                 centred = grouped - mean
-                eye = torch.eye(self.channels, device=x.device).expand(self.groups, -1, -1)
+                eye = torch.eye(self.channels, device=x.device, dtype=work.dtype).expand(self.groups, -1, -1)
                 covariance = self.eps * eye + centred.transpose(1, 2) @ centred / n
                 trace = covariance.diagonal(dim1=1, dim2=2).sum(dim=1).view(-1, 1, 1)
                 normalised = covariance / trace
@@ -96,10 +97,10 @@ class IterNorm(nn.Module):
                     p = 1.5 * p - 0.5 * torch.linalg.matrix_power(p, 3) @ normalised
                 whitening = p / trace.sqrt()
                 with torch.no_grad():
-                    self.running_mean.lerp_(mean, self.momentum)
-                    self.running_whitening.lerp_(whitening, self.momentum)
+                    self.running_mean.lerp_(mean.to(self.running_mean), self.momentum)
+                    self.running_whitening.lerp_(whitening.to(self.running_whitening), self.momentum)
             else:
-                centred, whitening = grouped - self.running_mean, self.running_whitening
+                centred, whitening = grouped - self.running_mean.to(work), self.running_whitening.to(work)
             white = (centred @ whitening.transpose(1, 2)).transpose(0, 1).reshape(n, -1)
         return white.to(x.dtype) * self.weight + self.bias
 
