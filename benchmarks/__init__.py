@@ -3,7 +3,7 @@
 Run from the repository root (``make bench`` runs them all and writes
 ``results/bench.md``):
 
-- ``python -m benchmarks.step_cost``: one optimizer step, variant vs base, 15 pairs;
+- ``python -m benchmarks.step_cost``: one optimizer step, variant vs base, 19 pairs;
 - ``python -m benchmarks.mixing_cost``: the mixing vs a copy, and its share of a step;
 - ``python -m benchmarks.pipeline``: images/s of a whole smoke run, Un-Mix on vs off;
 - ``python -m benchmarks.run_all``: the three, and the markdown report;

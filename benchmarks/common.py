@@ -36,8 +36,8 @@ from unmix_ext.runner.solo_kwargs import method_kwargs  # noqa: E402
 NUM_CLASSES = 10
 #: negatives kept by queue methods: solo-learn's CIFAR setting (its default, 65536, is ImageNet's)
 CIFAR_QUEUE = 4096
-QUEUE_METHODS = ("mocov2", "mocov2plus", "nnbyol", "nnclr", "nnsiam", "ressl")
-#: every base method that has an Un-Mix variant (solo-learn's 14 and mocov2)
+QUEUE_METHODS = ("all4one", "mocov2", "mocov2plus", "nnbyol", "nnclr", "nnsiam", "ressl")
+#: every base method that has an Un-Mix variant (solo-learn 1.0.2's 14, mocov2 and the four of newer solo-learn but MAE)
 PAIRS = tuple(sorted(name[: -len(UNMIX_SUFFIX)] for name in METHODS if name.endswith(UNMIX_SUFFIX)))
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -94,7 +94,7 @@ def report(options: Options, host: Dict[str, str], steps: List[step_cost.PairCos
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n")[0])
     add_options(parser, step_cost.DEFAULTS)
-    parser.add_argument("--methods", help="comma-separated base methods (default: all 15 pairs)")
+    parser.add_argument("--methods", help="comma-separated base methods (default: all 19 pairs)")
     parser.add_argument("--calls", type=int, default=mixing_cost.DEFAULT_CALLS, help="mixing calls a timing")
     parser.add_argument("--pipeline-rounds", type=int, default=pipeline.DEFAULT_ROUNDS)
     parser.add_argument("--pipeline-epochs", type=int, default=pipeline.DEFAULT_EPOCHS)

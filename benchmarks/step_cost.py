@@ -48,7 +48,7 @@ from benchmarks.common import (
 from unmix_ext.methods import UNMIX_SUFFIX
 
 
-#: sizes that keep all 15 pairs within a few minutes on a 2-core CPU; the counting and
+#: sizes that keep all 19 pairs within a few minutes on a 2-core CPU; the counting and
 #: profiled steps that precede the timed rounds already warm each model up
 DEFAULTS = Options(batch=16, image=32, repeats=7, warmup=0)
 
@@ -210,7 +210,7 @@ def parse_methods(text: Optional[str]) -> List[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_cost", description=__doc__.split("\n")[0])
     add_options(parser, DEFAULTS)
-    parser.add_argument("--methods", help="comma-separated base methods (default: all 15 pairs)")
+    parser.add_argument("--methods", help="comma-separated base methods (default: all 19 pairs)")
     args = parser.parse_args(argv)
     try:
         methods, options = parse_methods(args.methods), options_from(args)

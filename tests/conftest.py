@@ -35,6 +35,14 @@ TINY_METHOD_KWARGS = {
     "nnbyol": {"queue_size": 32},
     "nnsiam": {"queue_size": 32},
     "ressl": {"queue_size": 32},
+    # the five methods of newer solo-learn: heads of solo-learn main's CIFAR widths / 32
+    "mocov3": {"proj_hidden_dim": 128, "pred_hidden_dim": 128, "proj_output_dim": 32},
+    "vibcreg": {"proj_hidden_dim": 64, "proj_output_dim": 64, "iternorm": True},
+    "supcon": {"proj_hidden_dim": 64, "proj_output_dim": 32},
+    "all4one": {"proj_hidden_dim": 64, "pred_hidden_dim": 128, "proj_output_dim": 32, "queue_size": 32},
+    "mae": {"encoder": "timm/vit_tiny_patch16_224", "decoder_embed_dim": 32, "decoder_depth": 1,
+            "decoder_num_heads": 4, "norm_pix_loss": True,
+            "backbone_args": {"img_size": IMAGE, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4}},
 }
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from unmix_ext.losses import (
+    class_mix_loss,
     codes_mix_loss,
     moco_mix_loss,
     predictor_target_mix_loss,
@@ -315,3 +316,25 @@ def test_shape_mismatch_names_the_argument(name, fn, args):
         fn(*args)
     assert_one_line_error(excinfo, name)
     assert str(excinfo.value).startswith(name)
+
+
+@pytest.mark.parametrize("lam", LAMS)
+def test_class_mix_loss_counts_each_mixture_in_both_source_classes(lam):
+    # any per-anchor supervised loss: here a softmax over 3 class prototypes
+    prototypes = rand(D, 3, seed=21)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    mixed = rand(N, D, seed=22)
+
+    def anchor_loss(anchors, classes):
+        return F.cross_entropy(anchors @ prototypes, classes, reduction="none")
+
+    def row_loss(i, m):  # mixture m as a member of clean sample i's class
+        return F.cross_entropy((mixed[m] @ prototypes)[None], labels[i][None])
+
+    expected = reference_mix(row_loss, lam)
+    torch.testing.assert_close(class_mix_loss(anchor_loss, mixed, labels, lam), expected, **TOL)
+
+
+def test_class_mix_loss_needs_one_label_per_mixture():
+    with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
+        class_mix_loss(lambda a, y: a.sum(1), rand(N, D, seed=1), torch.zeros(4, dtype=torch.long), 0.5)

@@ -58,9 +58,10 @@ def test_every_recipe_loads_and_validates(path, known):
 
 def test_every_table_recipe_is_a_row_and_every_row_has_its_recipe(tables):
     rows = {row.recipe for table in tables.values() for row in table.rows}
-    # recipes/ itself holds standalone examples, recipes/demo/ the `make demo` runs
+    # recipes/ itself holds standalone examples, recipes/demo/ the `make demo` runs, recipes/newer_solo/
+    # the methods of newer solo-learn (no table reports them)
     on_disk = {str(p.relative_to(RECIPES)) for p in ROW_RECIPES
-               if p.parent != RECIPES and p.parent.name != "demo"}
+               if p.parent != RECIPES and p.parent.name not in ("demo", "newer_solo")}
     assert rows == on_disk
 
 

@@ -343,7 +343,8 @@ BAD = [
     ("fewer images than a batch", {}, [], "data.train_path"),
     ("one crop for a two-view method", {"augmentations": [{"crop_size": 32, "num_crops": 1}]}, [], "augmentations"),
     ("unknown backbone at smoke scale", {}, ["backbone.name=resnet19", "scale=smoke"], "backbone.name"),
-    ("a method only newer solo-learn has", {}, ["method=mocov3", "scale=smoke"], "method"),
+    ("Un-Mix on MAE", {}, ["method=mae_unmix", "scale=smoke"], "method"),
+    ("MAE on a ResNet", {}, ["method=mae", "scale=smoke"], "backbone.name"),
     ("an augmentation 1.0.2 lacks", {}, ["augmentations.0.equalization.prob=0.2"], "augmentations.0.equalization.prob"),
     ("no random resized crop", {}, ["augmentations.0.rrc.enabled=false"], "augmentations.0.rrc.enabled"),
     ("GPU asked of a machine without one", {}, ["accelerator=gpu"] if not torch.cuda.is_available() else

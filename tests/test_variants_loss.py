@@ -20,6 +20,7 @@ equal, which would hide a mix-up between online and target outputs.
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import pytest
@@ -59,6 +60,10 @@ SMALL = {
     # one whitening slice of the whole batch: whitening ignores row order, so the base's
     # and the mixture's random slicings give the same values
     "wmse": dict(HEADS, proj_output_dim=4, whitening_size=N, whitening_iters=1),
+    "mocov3": dict(HEADS, pred_hidden_dim=32),
+    "vibcreg": dict(HEADS, iternorm=True),
+    "supcon": HEADS,
+    "all4one": dict(HEADS, pred_hidden_dim=32, queue_size=24),
 }
 
 
@@ -105,10 +110,21 @@ def build_pair(build_method, name: str, **overrides):
     variant.double().train()
     move_momentum_off_online(variant)
     base.double().train().load_state_dict(variant.state_dict())
+    if hasattr(variant, "transformer_encoder"):  # All4One: dropout would make two passes differ
+        no_dropout(variant)
+        no_dropout(base)
     for model in (variant, base):
         if hasattr(model, "sk_iters"):  # SwAV builds its Sinkhorn in on_train_start
             model.sk = SinkhornKnopp(model.sk_iters, model.sk_epsilon, 1)
     return variant, base
+
+
+def no_dropout(model) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0
 
 
 @torch.no_grad()
@@ -500,7 +516,9 @@ def test_ressl_mixture_is_a_query_against_the_clean_key_of_view1(build_method):
 
 
 # ---- base:mixture 1:1 -----------------------------------------------------------------
-VARIANTS = sorted(f"{name}_unmix" for name in SMALL)
+# SupCon's mixture is an anchor only, never a candidate: no base term mirrors it (its weight is
+# checked in test_supcon_mixture_anchors_against_the_clean_rows_of_both_classes)
+VARIANTS = sorted(f"{name}_unmix" for name in SMALL if name != "supcon")
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -510,7 +528,7 @@ def test_mixture_term_weighs_what_the_base_term_it_mirrors_weighs(build_method, 
     variant, _ = build_pair(build_method, name, unmix_lam=1.0)
     batch = two_view_batch()
     share = 1.0
-    if name == "mocov2plus_unmix":
+    if name in ("mocov2plus_unmix", "mocov3_unmix"):
         # symmetric: the mixture also meets the key of its own view, which mirrors the
         # base term of the other view's query only when both views are equal
         batch[1][1] = batch[1][0].clone()
@@ -529,3 +547,161 @@ def test_mixture_term_weighs_what_the_base_term_it_mirrors_weighs(build_method, 
                    - logs.get("train_momentum_class_loss", 0.0))
     assert abs(method_loss) > 1e-3
     assert logs["unmix/mix_loss"] == pytest.approx(share * method_loss, rel=1e-6, abs=1e-9)
+
+
+# ---- the methods of newer solo-learn ----------------------------------------------------
+def mocov3_rows(q, k, temperature):
+    """(N,) 2T * CE(q k^T / T, i), q and k normalised, written out."""
+    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / temperature
+    return -2 * temperature * torch.diagonal(F.log_softmax(logits, dim=1))
+
+
+def test_mocov3_mixture_predicts_both_clean_key_sets_in_batch(build_method):
+    def expected_mix(model, views):
+        q_m = model.predictor(projection(model, mixture(views[0], LAM)))
+        total = 0.0
+        for j in (1, 0):  # symmetric base: both clean key sets, weight 1 each
+            k = momentum_projection(model, views[j])
+            total = total + weigh(mocov3_rows(q_m, k, model.temperature),
+                                  mocov3_rows(q_m[REVERSED], k, model.temperature), LAM)
+        return total
+
+    check_variant(build_method, "mocov3_unmix", expected_mix)
+
+
+def vibcreg_written_out(model, a, b):
+    def covariance(z):
+        z = z - z.mean(0)
+        z = z / z.norm(dim=0)
+        c = z.T @ z
+        return (c - torch.diag(torch.diag(c))).pow(2).sum() / c.numel()
+
+    def variance(z):
+        return F.relu(1 - (z.var(0) + 1e-4).sqrt()).mean()
+
+    return (model.sim_loss_weight * ((a - b) ** 2).mean()
+            + model.var_loss_weight * (variance(a) + variance(b))
+            + model.cov_loss_weight * (covariance(a) + covariance(b)))
+
+
+def test_vibcreg_mixture_is_its_loss_on_other_and_mixture(build_method):
+    def expected_mix(model, views):
+        z_other, z_m = projection(model, views[1]), projection(model, mixture(views[0], LAM))
+        return weigh(vibcreg_written_out(model, z_other, z_m),
+                     vibcreg_written_out(model, z_other, z_m[REVERSED]), LAM)
+
+    check_variant(build_method, "vibcreg_unmix", expected_mix)
+
+
+def supcon_anchor_rows(anchors, anchor_labels, rows, row_labels, temperature):
+    """(A,) -log(sum over rows of the anchor's class / sum over all rows) of exp(cos / T)."""
+    similarity = torch.exp(F.normalize(anchors, dim=1) @ F.normalize(rows, dim=1).T / temperature)
+    same = (anchor_labels[:, None] == row_labels[None, :]).to(similarity.dtype)
+    return -torch.log((similarity * same).sum(1) / similarity.sum(1))
+
+
+def test_supcon_mixture_anchors_against_the_clean_rows_of_both_classes(build_method):
+    def expected_mix(model, views):
+        y = torch.arange(N) % 4  # two_view_batch's labels
+        clean = torch.cat([projection(model, v) for v in views])
+        z_m = projection(model, mixture(views[0], LAM))
+        # mixture i: its source's class with lam, its partner's class with 1 - lam
+        source = supcon_anchor_rows(z_m, y, clean, y.repeat(2), model.temperature)
+        partner = supcon_anchor_rows(z_m, y[REVERSED], clean, y.repeat(2), model.temperature)
+        return (LAM * source + (1 - LAM) * partner).mean()
+
+    check_variant(build_method, "supcon_unmix", expected_mix)
+
+
+def test_all4one_mixture_is_its_three_objectives_on_other_and_mixture(build_method):
+    def view(model, x):
+        """All4One's outputs of images x, from the model's submodules, the support set before the step."""
+        z = projection(model, x)
+        mz = F.normalize(momentum_projection(model, x), dim=-1)
+        neighbours = model.queue[(mz @ model.queue.T).topk(5, dim=1).indices]  # (N, 5, D)
+        code = model.sequence_code  # checked on its own in test_newer_methods.py
+
+        def summary(sequence):
+            return model.transformer_encoder(sequence + code)[:, 0]
+
+        strange = torch.cat([model.predictor2(z)[:, None], neighbours[:, :4]], dim=1)
+        return (z, model.predictor(z), summary(strange), mz, neighbours[:, 0], summary(neighbours))
+
+    def expected_mix(model, views):
+        other, mixed = view(model, views[1]), view(model, mixture(views[0], LAM))
+        flipped = tuple(t[REVERSED] for t in mixed)
+        return weigh(model.all4one_loss(other, mixed)[0], model.all4one_loss(other, flipped)[0], LAM)
+
+    variant, base = check_variant(build_method, "all4one_unmix", expected_mix)
+    assert torch.equal(variant.queue, base.queue)  # clean momentum projections only
+
+
+# ---- their base losses, against the same written-out formulas ------------------------------
+def base_step_logs(build_method, name):
+    model, _ = build_pair(build_method, name + "_unmix")  # float64, train mode, dropout off
+    base = build_method(name, **dict(SMALL[name], knn_eval=False)).double().train()
+    base.load_state_dict(model.state_dict())
+    if hasattr(base, "transformer_encoder"):
+        no_dropout(base)
+    before = copy.deepcopy(base)  # the expected values read queues as the step found them
+    batch = two_view_batch()
+    _, logs = run_step(base, batch)
+    return before, batch[1], logs
+
+
+def test_mocov3_base_loss_is_symmetric_over_the_views(build_method):
+    model, views, logs = base_step_logs(build_method, "mocov3")
+    with torch.no_grad():
+        q = [model.predictor(projection(model, v)) for v in views]
+        k = [momentum_projection(model, v) for v in views]
+        expected = (mocov3_rows(q[0], k[1], model.temperature).mean()
+                    + mocov3_rows(q[1], k[0], model.temperature).mean())
+    assert logs["train_contrastive_loss"] == pytest.approx(float(expected), **TOL)
+
+
+def test_vibcreg_base_loss_is_written_out(build_method):
+    model, views, logs = base_step_logs(build_method, "vibcreg")
+    with torch.no_grad():
+        expected = vibcreg_written_out(model, *(projection(model, v) for v in views))
+    assert logs["train_vibcreg_loss"] == pytest.approx(float(expected), **TOL)
+
+
+def test_supcon_base_loss_takes_every_other_row_of_the_class_as_positive(build_method):
+    model, views, logs = base_step_logs(build_method, "supcon")
+    y = torch.arange(N) % 4
+    with torch.no_grad():
+        z = torch.cat([projection(model, v) for v in views])
+        rows = []
+        for a in range(2 * N):  # each anchor against every row but itself
+            others = torch.arange(2 * N) != a
+            rows.append(supcon_anchor_rows(z[a:a + 1], y.repeat(2)[a:a + 1], z[others], y.repeat(2)[others],
+                                           model.temperature))
+    assert logs["train_nce_loss"] == pytest.approx(float(torch.cat(rows).mean()), **TOL)
+
+
+def test_all4one_base_loss_is_its_three_objectives_written_out(build_method):
+    model, views, logs = base_step_logs(build_method, "all4one")
+    t = model.temperature
+    with torch.no_grad():
+        z = [projection(model, v) for v in views]
+        mz = [F.normalize(momentum_projection(model, v), dim=-1) for v in views]
+        nn5 = [model.queue[(m @ model.queue.T).topk(5, dim=1).indices] for m in mz]
+
+        def summary(sequence):
+            return model.transformer_encoder(sequence + model.sequence_code)[:, 0]
+
+        rich = [summary(n) for n in nn5]
+        strange = [summary(torch.cat([model.predictor2(zi)[:, None], n[:, :4]], dim=1)) for zi, n in zip(z, nn5)]
+        p = [model.predictor(zi) for zi in z]
+        nn_loss = (nnclr_loss_func(nn5[0][:, 0], p[1], t) + nnclr_loss_func(nn5[1][:, 0], p[0], t)) / 2
+        centroid = (nnclr_loss_func(rich[0], strange[1], 0.1) + nnclr_loss_func(rich[1], strange[0], 0.1)) / 2
+        on, off = [], []
+        for a, b in ((0, 1), (1, 0)):
+            c = F.normalize(mz[a], dim=0).T @ F.normalize(z[b], dim=0)
+            on.append(((torch.diag(c) - 1) ** 2).mean())
+            off.append(c[~torch.eye(len(c), dtype=torch.bool)].pow(2).mean())
+        feature = 10 * (0.5 * (sum(on) / 2).sqrt() + 0.5 * (sum(off) / 2).sqrt())
+    assert logs["train_nnclr_loss"] == pytest.approx(float(nn_loss), **TOL)
+    assert logs["train_att_nnclr_loss"] == pytest.approx(float(centroid), **TOL)
+    assert logs["train_feature_loss"] == pytest.approx(float(feature), **TOL)
+    assert logs["train_comb_loss"] == pytest.approx(float(0.5 * (nn_loss + centroid + feature)), **TOL)

@@ -7,9 +7,12 @@ VARIANTS = (
     "barlow_twins_unmix", "byol_unmix", "deepclusterv2_unmix", "dino_unmix", "mocov2_unmix",
     "mocov2plus_unmix", "nnbyol_unmix", "nnclr_unmix", "nnsiam_unmix", "ressl_unmix",
     "simclr_unmix", "simsiam_unmix", "swav_unmix", "vicreg_unmix", "wmse_unmix",
+    # the methods of newer solo-learn (MAE has no variant)
+    "all4one_unmix", "mocov3_unmix", "supcon_unmix", "vibcreg_unmix",
 )
-# variants whose target side sees the mixture through the momentum network (docs/unmix.md section 3)
-MOMENTUM_PASS_OVER_MIXTURE = {"byol_unmix", "nnbyol_unmix", "dino_unmix"}
+# variants whose target side sees the mixture through the momentum network (docs/unmix.md section 3; All4One
+# looks up the mixture's neighbours by its momentum projection)
+MOMENTUM_PASS_OVER_MIXTURE = {"byol_unmix", "nnbyol_unmix", "dino_unmix", "all4one_unmix"}
 
 
 def make_batch(n=8, size=32, seed=0):
@@ -83,6 +86,7 @@ QUEUES = [
     ("nnclr_unmix", "projector", 0, lambda m: m.queue),
     ("nnsiam_unmix", "projector", 0, lambda m: m.queue),
     ("nnbyol_unmix", "momentum_projector", 0, lambda m: m.queue),
+    ("all4one_unmix", "momentum_projector", 0, lambda m: m.queue),
 ]
 
 

@@ -89,3 +89,63 @@ def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, 
 #: the entry of a training checkpoint that names its timm encoder, ``{"name": "timm/<model>", "kwargs": {...}}``
 #: (solo-learn saves no hyper-parameters, and a timm model cannot be told from its weights alone)
 CHECKPOINT_ENTRY = "unmix_ext_encoder"
+
+
+# ---- Vision Transformers: what MoCo V3 and MAE need of solo-learn 1.0.2's timm ViTs -------------
+def is_vit_name(encoder: str) -> bool:
+    """Whether a ``backbone.name`` names a ViT: solo's ``vit_*`` or ``timm/vit_*``."""
+    return (timm_model_name(encoder) if is_timm_name(encoder) else encoder).startswith("vit")
+
+
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm VisionTransformer (solo's ``vit_*`` and ``timm/vit_*`` both are)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, VisionTransformer)
+
+
+def is_resnet(model: nn.Module) -> bool:
+    """Whether ``model`` is a ResNet, torchvision's (solo's ``resnet*``) or timm's (``timm/resnet*``)."""
+    return type(model).__name__ == "ResNet"
+
+
+def sincos_position_embedding(grid_size: tuple[int, int], dim: int) -> "torch.Tensor":
+    """Fixed 2-D sine-cosine position codes of a ViT's patch grid, a zero row first for the class token.
+
+    A patch at row ``h``, column ``w`` gets ``[sin(w o), cos(w o), sin(h o), cos(h o)]`` with
+    frequencies ``o_k = 10000^(-k / (dim / 4))``, k < dim / 4 (MoCo v3 and MAE use such codes
+    instead of learned ones).
+
+    Returns:
+        (1, 1 + rows * cols, dim) tensor, patches in row-major order (as ``PatchEmbed`` flattens them).
+
+    Raises:
+        ValueError: ``dim`` is not a multiple of 4.
+    """
+    import torch
+
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine position embedding needs a width that is a multiple of 4, got {dim}")
+    rows, cols = grid_size
+    h, w = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32),
+                          indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    angles_w, angles_h = w.flatten()[:, None] * omega, h.flatten()[:, None] * omega
+    codes = torch.cat([angles_w.sin(), angles_w.cos(), angles_h.sin(), angles_h.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), codes])[None]
+
+
+def fix_position_embedding(vit: nn.Module) -> None:
+    """Replaces a timm ViT's learned position embedding by :func:`sincos_position_embedding`, frozen.
+
+    It stays a parameter (``requires_grad=False``), so checkpoints and the encoders that the
+    linear evaluation and export rebuild by name hold it like any other weight.
+
+    Raises:
+        ValueError: the ViT has prefix tokens other than one class token, or no position embedding.
+    """
+    if getattr(vit, "num_prefix_tokens", 1) != 1 or getattr(vit, "pos_embed", None) is None:
+        raise ValueError("a fixed sine-cosine position embedding needs a ViT with one class token and a "
+                         "position embedding")
+    codes = sincos_position_embedding(tuple(vit.patch_embed.grid_size), vit.pos_embed.shape[-1])
+    vit.pos_embed = nn.Parameter(codes.to(vit.pos_embed), requires_grad=False)

@@ -128,6 +128,33 @@ def moco_mix_loss(
     return _weighted_mean(direct, flipped, lam)
 
 
+def class_mix_loss(
+    anchor_loss: Callable[[Tensor, Tensor], Tensor], mixed: Tensor, labels: Tensor, lam: Lam
+) -> Tensor:
+    """SupCon (labels known): the mixture is an anchor whose positives are its two sources' classes.
+
+    ``lam * s(mixed, labels) + (1 - lam) * s(flip(mixed), labels)``: mixture i holds sample i
+    (class ``labels[i]``) with weight lam and sample N-1-i with weight 1 - lam, so its
+    positives are the clean rows of class ``labels[i]`` (weight lam) and of class
+    ``labels[N-1-i]`` (weight 1 - lam). Written with the flip on the mixture, row i of the
+    second term pairs mixture N-1-i with class ``labels[i]``, as the general rule pairs it.
+
+    Args:
+        anchor_loss: ``s(anchors, anchor_labels)`` -> (N,) the method's supervised loss of
+            each anchor against the clean rows (which the callable holds); mixed rows are
+            anchors only, never candidates.
+        mixed: (N, D) outputs on ``M``.
+        labels: (N,) classes of the clean samples, in batch order.
+        lam: float, or (N,) per-sample weights.
+
+    Returns:
+        Scalar mixture loss.
+    """
+    if labels.shape != mixed.shape[:1]:
+        raise ValueError(f"labels must have shape ({len(mixed)},), one class per mixture, got {tuple(labels.shape)}")
+    return _weighted_mean(anchor_loss(mixed, labels), anchor_loss(mixed.flip(0), labels), lam)
+
+
 def predictor_target_mix_loss(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     p_other: Tensor,

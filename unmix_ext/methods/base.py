@@ -42,6 +42,9 @@ from unmix_ext.mixing import UnMix
 
 UNMIX_SUFFIX = "_unmix"
 
+#: base methods that have no Un-Mix variant, and why (filled next to each method's definition)
+NO_UNMIX_VARIANT: Dict[str, str] = {}
+
 
 class UnMixVariant:
     """Mixin turning a solo-learn method into its Un-Mix variant (put it first in the bases).

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from unmix_ext.backbones import is_timm_name, timm_model_name, unknown_timm_model
+from unmix_ext.backbones import is_timm_name, is_vit_name, timm_model_name, unknown_timm_model
 from unmix_ext.methods import UNMIX_SUFFIX
 from unmix_ext.runner.config import LEFTOVER_KEYS, Config, ConfigError, Dali, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
@@ -48,10 +48,10 @@ _LARS_KWARGS = section_rows("optimizer.kwargs.")
 
 
 #: methods that train on any number of large crops (solo-learn's own rule); every other takes exactly two
-ANY_LARGE_CROPS = ("wmse",)
+ANY_LARGE_CROPS = ("mae", "wmse")
 #: methods whose loss uses small crops (multi-crop) in solo-learn 1.0.2, with the multicrop_codes patch;
 #: the others unpack two views (a traceback) or compute the small crops and leave them out of the loss
-SMALL_CROPS = ("byol", "dino", "simclr", "swav")
+SMALL_CROPS = ("byol", "dino", "simclr", "supcon", "swav")
 
 
 def ssl_methods() -> dict[str, type]:
@@ -255,6 +255,9 @@ def check_method(cfg: Config) -> None:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(f"backbone.name: expected one of {', '.join(supported)} or timm/<model>, "
                           f"got {cfg.backbone.name!r}{hint}")
+    if getattr(cls, "needs_vit", False) and not is_vit_name(cfg.backbone.name):
+        raise ConfigError(f"backbone.name: {resolved_method(cfg)} trains a ViT only (vit_tiny, vit_small, vit_base, "
+                          f"vit_large or timm/vit_*), got {cfg.backbone.name!r}")
     _check_crops(cfg)
     _optimizer_args(cfg, world_size=1)
     _momentum_args(cfg, cls)

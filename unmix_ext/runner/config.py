@@ -46,7 +46,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from unmix_ext.errors import CommandError
 from unmix_ext.losses import TARGET_SIDES
-from unmix_ext.methods.base import UNMIX_DEFAULTS, UNMIX_SUFFIX
+from unmix_ext.methods.base import NO_UNMIX_VARIANT, UNMIX_DEFAULTS, UNMIX_SUFFIX
 from unmix_ext.runner.data import DATASETS as DATASET_SPECS
 from unmix_ext.runner.data import ON_CORRUPT
 from unmix_ext.runner.solo_format import MAIN_DEFAULTS
@@ -659,6 +659,9 @@ def check_method_name(name: str, known: Iterable[str], key: str = "method", via:
     solo-learn says so, any other unknown name suggests the nearest known ones."""
     known = sorted(set(known))
     base = name[: -len(UNMIX_SUFFIX)] if name.endswith(UNMIX_SUFFIX) else name
+    if base != name and base in NO_UNMIX_VARIANT:
+        raise ConfigError(f"{key}: {base} has no Un-Mix variant{via}: {NO_UNMIX_VARIANT[base]}; "
+                          f"train {base} without unmix")
     if name not in known and base in NEWER_SOLO_METHODS:
         bases = ", ".join(m for m in known if not m.endswith(UNMIX_SUFFIX))
         raise ConfigError(f"{key}: {base} came with {NEWER_SOLO_METHODS[base]}, not in 1.0.2, which unmix_ext extends; "

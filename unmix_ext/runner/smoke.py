@@ -12,7 +12,11 @@ and ends up in ``results.json``; a key already small enough is left alone):
   pretraining images and :data:`EVAL_IMAGES` images per evaluation split
   (``limits``, not config keys);
 - model: crop sides scaled so the large crops are at most :data:`CROP` px;
-  a backbone other than resnet18 becomes resnet18, always with the ImageNet stem
+  a ViT (``vit_*``, ``timm/vit_*``) becomes a tiny ViT, :data:`SMOKE_VIT` with
+  :data:`SMOKE_VIT_KWARGS` and patches of :data:`SMOKE_VIT_PATCH` px (fewer if the large
+  crop needs it), so a transformer still trains (MAE's decoder is capped alike:
+  ``decoder_embed_dim``, ``decoder_depth``, ``decoder_num_heads``); any other backbone
+  but resnet18 becomes resnet18, always with the ImageNet stem
   (``backbone.kwargs.cifar: false``): its stride-2 convolution and max-pool
   shrink a 32 px image 4x first, so a step costs about 16x less than with the
   CIFAR stem, which keeps every table's smoke run within minutes on 2 cores;
@@ -42,6 +46,7 @@ from typing import Any
 
 import torch
 
+from unmix_ext.backbones import is_vit_name
 from unmix_ext.runner.builder import method_class
 from unmix_ext.runner.config import GPU_ACCELERATORS, Config
 from unmix_ext.runner.data import DATASETS, DataNotFoundError, build_dataset
@@ -61,6 +66,12 @@ LINEAR_BATCH = 64
 #: fake training images per class (10 classes): enough for BATCHES_PER_EPOCH full batches
 FAKE_PER_CLASS = 16
 SMOKE_BACKBONE = "resnet18"
+#: what a ViT config becomes: a 2-block, 64-wide ViT (its patch side from SMOKE_VIT_PATCH, its input the large crop)
+SMOKE_VIT = "timm/vit_tiny_patch16_224"
+SMOKE_VIT_KWARGS = {"depth": 2, "embed_dim": 64, "num_heads": 4}
+SMOKE_VIT_PATCH = 8
+#: MAE's decoder at smoke scale (width, blocks, heads), no larger than the tiny ViT
+SMOKE_DECODER = {"decoder_embed_dim": 64, "decoder_depth": 1, "decoder_num_heads": 4}
 #: folder under ``checkpoint.dir`` holding fake datasets
 CACHE_DIR = "data_cache"
 
@@ -135,7 +146,12 @@ def _shrink_model(smoke: Smoke) -> None:
     if large > CROP:
         for i, group in enumerate(cfg.augmentations):
             smoke.set(f"augmentations.{i}.crop_size", max(1, round(group.crop_size * CROP / large)))
-    if cfg.backbone.name != SMOKE_BACKBONE:
+    if is_vit_name(cfg.backbone.name):
+        side = cfg.augmentations[0].crop_size
+        patch = next(p for p in range(min(SMOKE_VIT_PATCH, side), 0, -1) if side % p == 0)
+        smoke.set("backbone.name", SMOKE_VIT)
+        smoke.set("backbone.kwargs", {**SMOKE_VIT_KWARGS, "img_size": side, "patch_size": patch})
+    elif cfg.backbone.name != SMOKE_BACKBONE:
         smoke.set("backbone.name", SMOKE_BACKBONE)
         smoke.set("backbone.kwargs", {})
     smoke.set("backbone.kwargs.cifar", False)
@@ -157,6 +173,9 @@ def _shrink_method(smoke: Smoke, method_cls: type) -> None:
         cap("num_prototypes", [min(p, PROTOTYPES) for p in prototypes])
     elif prototypes:
         cap("num_prototypes", min(prototypes, PROTOTYPES))
+    for key, most in SMOKE_DECODER.items():
+        if key in settings and settings[key] > most:
+            cap(key, most)
     whitening = settings.get("whitening_size")
     if whitening:
         # W-MSE whitens chunks of whitening_size projections: the chunk needs more rows than dimensions
