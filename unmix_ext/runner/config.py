@@ -54,10 +54,6 @@ from unmix_ext.runner.solo_format import MAIN_DEFAULTS
 #: the names Hydra composes (``.yml`` as solo-learn main's all4one.yml is)
 YAML_SUFFIXES = (".yaml", ".yml")
 
-#: methods of newer solo-learn releases that 1.0.2, which this package extends, lacks: the release each came with
-NEWER_SOLO_METHODS = {"vibcreg": "solo-learn 1.0.3", "supcon": "solo-learn 1.0.4", "mocov3": "solo-learn 1.0.5",
-                      "mae": "solo-learn 1.0.6", "all4one": "solo-learn after 1.0.8 (its main branch)"}
-
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 SCHEDULERS = ("warmup_cosine", "cosine", "step", "none")
 #: when the learning rate moves: after every optimizer step (solo-learn 1.0.6+'s default) or once per epoch (1.0.2's only way)
@@ -655,17 +651,13 @@ def validate(cfg: Config, known_methods: Iterable[str] | None = None) -> None:
 
 
 def check_method_name(name: str, known: Iterable[str], key: str = "method", via: str = "") -> None:
-    """Raises ConfigError (naming ``key``) unless ``name`` is one of ``known``; a method of newer
-    solo-learn says so, any other unknown name suggests the nearest known ones."""
+    """Raises ConfigError (naming ``key``) unless ``name`` is one of ``known``: a variant of a method that has
+    none (MAE) says why, any other unknown name suggests the nearest known ones."""
     known = sorted(set(known))
     base = name[: -len(UNMIX_SUFFIX)] if name.endswith(UNMIX_SUFFIX) else name
     if base != name and base in NO_UNMIX_VARIANT:
         raise ConfigError(f"{key}: {base} has no Un-Mix variant{via}: {NO_UNMIX_VARIANT[base]}; "
                           f"train {base} without unmix")
-    if name not in known and base in NEWER_SOLO_METHODS:
-        bases = ", ".join(m for m in known if not m.endswith(UNMIX_SUFFIX))
-        raise ConfigError(f"{key}: {base} came with {NEWER_SOLO_METHODS[base]}, not in 1.0.2, which unmix_ext extends; "
-                          f"pick one of {bases}")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
