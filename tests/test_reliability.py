@@ -568,3 +568,32 @@ def test_same_seed_and_config_give_identical_results(tmp_path, cifar):
     weights = [torch.load(r["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
                for r in (first, second)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+# ---------------------------------------------------------------------------
+# 6. faults a cluster user meets (issue 24): resumes, preemption signals, two runs, a full disk
+
+
+def test_last_checkpoint_holds_the_final_state_after_any_number_of_resumes(tmp_path, cifar, monkeypatch):
+    recipe = write_recipe(tmp_path, cifar)
+    for step in (1, 2):  # stopped after epoch 0, resumed, stopped after epoch 1
+        with monkeypatch.context() as patch:
+            _nan_mixture_at(patch, "simclr_unmix", step=step)
+            assert main([str(recipe)]) == 2
+    import unmix_ext.runner.run as runner
+
+    built = []
+    build = runner.build_method
+    monkeypatch.setattr(runner, "build_method", lambda *args, **kwargs: built.append(build(*args, **kwargs))
+                        or built[-1])
+
+    results = run(load(recipe))
+
+    run_dir = Path(results["run_dir"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # one last.ckpt, no last-v1.ckpt beside it (Lightning keeps the checkpoints a run resumed from)
+    assert [name for name in checkpoint_files(run_dir) if name.startswith("last")] == ["last.ckpt"]
+    assert (results["start_global_step"], results["global_step"], results["checkpoint"]) == (2, 3, str(last))
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3
+    assert_same(saved["state_dict"], built[0].state_dict(), "state_dict")

@@ -330,6 +330,9 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: in
             ModelCheckpoint(
                 dirpath=run_dir.checkpoints, filename="{epoch}-{step}", every_n_epochs=cfg.checkpoint.frequency,
                 save_top_k=-1 if cfg.checkpoint.keep_prev else 1, save_last="link", save_on_train_epoch_end=True,
+                # a resumed run writes last.ckpt again, not a last-v1.ckpt beside a stale last.ckpt (its restored
+                # state may not name last.ckpt yet); a step's file rewritten after a crash holds the same state
+                enable_version_counter=False,
             )
         )
     trainer = pl.Trainer(
