@@ -14,10 +14,12 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -597,3 +599,61 @@ def test_last_checkpoint_holds_the_final_state_after_any_number_of_resumes(tmp_p
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3
     assert_same(saved["state_dict"], built[0].state_dict(), "state_dict")
+
+
+# `python -m unmix_ext.run` whose training steps take a while, so that a signal lands mid-run
+SLOW_RUN = '''
+import sys, time
+from unmix_ext.runner.trainer import RunProgress
+from unmix_ext.run import main
+
+end = RunProgress.on_train_batch_end
+RunProgress.on_train_batch_end = lambda self, *args: (time.sleep(0.5), end(self, *args))[1]
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _start_slow_run(recipe: Path, *overrides: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WANDB_MODE", None)
+    # its own process group, which a scheduler signals as a whole
+    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(recipe), *overrides], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(condition, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition(), f"never happened; the run ended with {process.poll()}"
+
+
+# (signal, sent to the whole process group?, loader processes)
+@pytest.mark.parametrize("signum, group, workers", [(signal.SIGTERM, True, 1), (signal.SIGUSR1, False, 0)],
+                         ids=["SIGTERM to the group, with a loader process", "SIGUSR1 to the main process"])
+def test_preemption_signal_stops_in_one_line_keeping_the_checkpoint(tmp_path, cifar, signum, group, workers):
+    recipe = write_recipe(tmp_path, cifar)
+    overrides = ["max_epochs=4", f"data.num_workers={workers}"]
+    checkpoints = RunDir.of(load(recipe, *overrides)).path / "checkpoints"
+    kept = checkpoints / "epoch=0-step=1.ckpt"
+    process = _start_slow_run(recipe, *overrides)
+    try:
+        _wait_for(kept.exists, process)
+        os.killpg(process.pid, signum) if group else process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and "DataLoader worker" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert err.endswith(lines[0] + "\n") and len(lines) == 1, err[-3000:]
+    assert re.fullmatch(rf"error: preempted: {signal.Signals(signum).name} received at global step \d \(epoch \d\); "
+                        rf"training stopped, the last complete checkpoint {re.escape(str(kept))} is kept and the "
+                        "same command resumes from it", lines[0]), lines[0]
+    assert_no_results(tmp_path)
+
+    resumed = run(load(recipe, *overrides))  # the rerun a scheduler's requeue makes
+
+    assert (resumed["start_global_step"], resumed["global_step"]) == (1, 4)
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4

@@ -50,7 +50,7 @@ from unmix_ext.runner.config import Config, ConfigError, config_hash, config_to_
 from unmix_ext.runner.data import DATASETS, LabelledDataset
 from unmix_ext.runner.evaluate import knn_accuracy
 from unmix_ext.runner.files import atomic_write_text
-from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError
+from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError, stop_on_signals
 from unmix_ext.runner.linear import linear_protocol
 from unmix_ext.runner.pipeline import (
     eval_loader,
@@ -235,8 +235,9 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     trainer, progress = pretrain_trainer(cfg, plan, run_dir, len(train_loader))
     # data only, as check_resumable read it (Lightning's default is torch's, which
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns off)
-    trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume,
-                weights_only=True)
+    with stop_on_signals(trainer):  # SIGTERM, SIGUSR1: one line naming the kept checkpoint, exit 128 + signal
+        trainer.fit(model, train_loader, eval_loader(val, cfg, cfg.eval.linear.batch_size), ckpt_path=resume,
+                    weights_only=True)
     checkpoint = None
     if cfg.checkpoint.enabled:
         checkpoint = run_dir.last_checkpoint

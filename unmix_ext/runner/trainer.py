@@ -43,7 +43,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from unmix_ext.runner.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
 from unmix_ext.runner.files import atomic_write, read_checkpoint
-from unmix_ext.runner.guard import CheckpointError, NanGuard
+from unmix_ext.runner.guard import CheckpointError, NanGuard, Preemption
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 
 #: Lightning's default logging interval, in optimizer steps
@@ -311,6 +311,9 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: RunDir, stage: str, batches:
         # fixed crop sizes: let cuDNN pick its fastest kernels, unless the run must repeat exactly
         "benchmark": plan.accelerator == "gpu" and not cfg.deterministic,
         "logger": _loggers(cfg, run_dir, stage),
+        # where Lightning's SLURM requeue (SIGUSR1) writes its hpc_ckpt_<n>.ckpt: this run's directory, through
+        # AtomicCheckpointIO, not the working directory that other runs share
+        "default_root_dir": str(run_dir.path),
         "log_every_n_steps": max(1, min(LOG_EVERY_N_STEPS, steps_per_epoch)),
         "enable_model_summary": False,
     }
@@ -321,7 +324,7 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: in
     progress = RunProgress()
     callbacks: list[Callback] = [
         LearningRateMonitor(logging_interval="step"), progress,
-        NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)),
+        NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)), Preemption(),
     ]
     if cfg.scheduler.interval == "step" and cfg.scheduler.name != "none":
         callbacks.append(StepwiseSchedule())
