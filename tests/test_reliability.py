@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -657,3 +658,32 @@ def test_preemption_signal_stops_in_one_line_keeping_the_checkpoint(tmp_path, ci
 
     assert (resumed["start_global_step"], resumed["global_step"]) == (1, 4)
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_second_run_on_a_live_run_directory_stops_and_a_dead_holders_lock_is_taken_over(tmp_path, cifar, capsys):
+    recipe = write_recipe(tmp_path, cifar)
+    run_dir = RunDir.of(load(recipe, "max_epochs=4"))
+    first = _start_slow_run(recipe, "max_epochs=4")
+    try:
+        _wait_for((run_dir.checkpoints / "epoch=0-step=1.ckpt").exists, first)
+
+        assert main([str(recipe), "max_epochs=4"]) == 2  # this process, while the first one trains
+
+        line = one_error_line(capsys)
+        assert re.fullmatch(
+            rf"error: run directory: {re.escape(str(run_dir.path))} is in use by another run \(PID {first.pid} on "
+            rf"{re.escape(socket.gethostname())} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); wait for it to end or "
+            r"stop it \(a rerun of the same command then resumes its checkpoint\)", line), line
+        assert first.poll() is None  # the live run goes on, its files untouched
+        assert not run_dir.results.exists() and (run_dir.checkpoints / "epoch=0-step=1.ckpt").exists()
+    finally:
+        first.kill()  # dies holding the lock
+        first.communicate()
+
+    results = run(load(recipe, "max_epochs=4"))
+
+    assert (f"unmix_ext: run directory: {run_dir.path} was held by PID {first.pid} on {socket.gethostname()} since "
+            in capsys.readouterr().out)
+    assert results["start_global_step"] >= 1 and results["global_step"] == 4
+    assert not run_dir.lock_holder.exists()  # released at the end
+    assert main([str(recipe), "max_epochs=4"]) == 0  # and free for the next run

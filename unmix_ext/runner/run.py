@@ -31,6 +31,7 @@ solo-learn: the optimizer gets ``lr * batch_size * devices * num_nodes / 256``
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import platform
@@ -62,7 +63,7 @@ from unmix_ext.runner.pipeline import (
     pretrain_loader,
     pretrain_transform,
 )
-from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.rundir import RunDir, RunLock
 from unmix_ext.runner.smoke import Smoke, effective
 from unmix_ext.runner.trainer import (
     DevicePlan,
@@ -202,9 +203,22 @@ def _versions() -> dict[str, str]:
 def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
 
+    See :func:`_run` (arguments, errors); the run directory's lock it takes is released however the run ends.
+
+    Raises:
+        RunDirBusyError: another live process runs the same recipe in the same run directory.
+    """
+    with contextlib.ExitStack() as held:
+        return _run(cfg, recipe, held)
+
+
+def _run(cfg: Config, recipe: str | Path | None, held: contextlib.ExitStack) -> dict[str, Any]:
+    """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
+
     Args:
         cfg: a loaded recipe (:func:`unmix_ext.runner.config.load_config`); not modified.
         recipe: the file it came from, recorded in the results.
+        held: where the run directory's lock is entered, to be released when the run ends.
 
     Raises:
         ConfigError, DataError: one line naming the key (devices, paths, method arguments...).
@@ -222,6 +236,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     if notice and rank_zero_only.rank == 0:
         print(notice, flush=True)
     _absolute_paths(cfg)
+    if rank_zero_only.rank == 0:  # one live run per run directory: else one line naming the holder, exit 2
+        held.enter_context(RunLock(run_dir))
 
     pretrain = load_split(cfg, "pretrain", pretrain_transform(cfg), smoke.limits.get("pretrain"))
     val = load_split(cfg, "val", eval_transform(cfg), smoke.limits.get("val"))

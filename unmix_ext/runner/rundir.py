@@ -8,18 +8,26 @@ included), so the same command always finds the same directory::
     logs/pretrain/, logs/linear/   CSV logs (and wandb/ when enabled)
     results.json           written only after the run succeeded
     linear.json            what ``python -m unmix_ext.linear`` measured on one of its checkpoints
+    run.lock, run.lock.json   held by the live run (:class:`RunLock`) and who that is
 
 Every module that reads or writes one of these goes through :class:`RunDir`.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from unmix_ext.cli import CommandError
 from unmix_ext.runner.config import Config, ConfigError, config_hash
+from unmix_ext.runner.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,14 @@ class RunDir:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def lock(self) -> Path:
+        return self.path / "run.lock"
+
+    @property
+    def lock_holder(self) -> Path:
+        return self.path / "run.lock.json"
+
+    @property
     def logs(self) -> Path:
         return self.path / "logs"
 
@@ -91,3 +107,58 @@ def saved_results(cfg: Config) -> dict[str, Any] | None:
         return json.loads(RunDir.of(cfg).results.read_text())
     except (OSError, ValueError):
         return None
+
+
+class RunDirBusyError(CommandError):
+    """Another live process holds the run directory (one line, exit status 2)."""
+
+
+def _holder_text(holder: Any) -> str:
+    """``PID 123 on host since 2026-12-06 02:45:01 UTC`` from a ``run.lock.json``'s content, else a vaguer phrase."""
+    if isinstance(holder, dict) and all(isinstance(holder.get(key), str | int) for key in ("pid", "host", "since")):
+        return f"PID {holder['pid']} on {holder['host']} since {holder['since']}"
+    return "a process that left no readable run.lock.json"
+
+
+class RunLock:
+    """One live run per run directory: ``run.lock``, held with :mod:`filelock` while a run trains and records.
+
+    The operating system releases the lock when its holder dies, however it dies (``kill -9`` included); the
+    holder's PID, host and start time are in ``run.lock.json``, removed when the lock is released, so a
+    ``run.lock.json`` found on taking a free lock is that of a run that died holding it: it is taken over
+    with a notice. Use as a context manager; under DDP only rank 0 takes it.
+
+    Raises:
+        RunDirBusyError: on entering, if a live process holds the lock (its PID, host and since when named).
+    """
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        self._lock = FileLock(str(run_dir.lock))
+
+    def _read_holder(self) -> Any:
+        try:
+            return json.loads(self.run_dir.lock_holder.read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def __enter__(self) -> RunLock:
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise RunDirBusyError(
+                f"run directory: {self.run_dir.path} is in use by another run ({_holder_text(self._read_holder())}); "
+                "wait for it to end or stop it (a rerun of the same command then resumes its checkpoint)"
+            ) from None
+        if self.run_dir.lock_holder.exists():
+            print(f"unmix_ext: run directory: {self.run_dir.path} was held by {_holder_text(self._read_holder())}, "
+                  "which is no longer running; this run takes it over", flush=True)
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        atomic_write_text(self.run_dir.lock_holder,
+                          json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.run_dir.lock_holder.unlink(missing_ok=True)
+        self._lock.release()
