@@ -100,13 +100,34 @@ def newest_checkpoint_in(folder: Path) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, which one of our commands wrote; None if there is no such file or it is not
+    a JSON object (unreadable, truncated, not UTF-8, another JSON value, nested too deep for Python's parser)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_NUMBER = (int, float)
+#: what the readers of a ``results.json`` (reproduce, the demo's reuse) take from it, and its types
+RESULTS_FIELDS: dict[str, tuple[type, ...]] = {
+    "metrics": (dict,), "recipe_hash": (str,), "method": (str,), "run_dir": (str,),
+    "checkpoint": (str, type(None)), "pretrain_seconds": _NUMBER, "pretrain_images_per_s": (*_NUMBER, type(None)),
+}
+
+
 def saved_results(cfg: Config) -> dict[str, Any] | None:
     """The ``results.json`` a finished run of ``cfg`` left in ``RunDir.of(cfg)``; None if there is none or it
-    cannot be read (the runner removes it when a run starts and writes it, atomically, after the last epoch)."""
-    try:
-        return json.loads(RunDir.of(cfg).results.read_text())
-    except (OSError, ValueError):
+    cannot be read, or lacks a field of :data:`RESULTS_FIELDS` or has one of another type, or a metric that is
+    not a number: such a file was not written by a finished run (the runner removes it when a run starts and
+    writes it, atomically, after the last epoch)."""
+    results = read_json_object(RunDir.of(cfg).results)
+    if results is None or not all(isinstance(results.get(key, ...), types) for key, types in RESULTS_FIELDS.items()):
         return None
+    metrics = results["metrics"].values()
+    return results if all(isinstance(value, _NUMBER) and not isinstance(value, bool) for value in metrics) else None
 
 
 class RunDirBusyError(CommandError):
@@ -136,23 +157,19 @@ class RunLock:
         self.run_dir = run_dir
         self._lock = FileLock(str(run_dir.lock))
 
-    def _read_holder(self) -> Any:
-        try:
-            return json.loads(self.run_dir.lock_holder.read_text())
-        except (OSError, ValueError, RecursionError):
-            return None
-
     def __enter__(self) -> RunLock:
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
+            holder = _holder_text(read_json_object(self.run_dir.lock_holder))
             raise RunDirBusyError(
-                f"run directory: {self.run_dir.path} is in use by another run ({_holder_text(self._read_holder())}); "
+                f"run directory: {self.run_dir.path} is in use by another run ({holder}); "
                 "wait for it to end or stop it (a rerun of the same command then resumes its checkpoint)"
             ) from None
         if self.run_dir.lock_holder.exists():
-            print(f"unmix_ext: run directory: {self.run_dir.path} was held by {_holder_text(self._read_holder())}, "
+            holder = _holder_text(read_json_object(self.run_dir.lock_holder))
+            print(f"unmix_ext: run directory: {self.run_dir.path} was held by {holder}, "
                   "which is no longer running; this run takes it over", flush=True)
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         atomic_write_text(self.run_dir.lock_holder,
