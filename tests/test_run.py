@@ -235,7 +235,8 @@ def test_smoke_caps_solo_defaults_the_recipe_left_out(tmp_path):
 
 
 def _newest_checkpoint_step(checkpoints: Path) -> tuple[Path, int]:
-    newest = max(checkpoints.glob("*.ckpt"), key=lambda path: path.stat().st_mtime_ns)
+    newest = max((path for path in checkpoints.glob("*.ckpt") if not path.is_symlink()),
+                 key=lambda path: path.stat().st_mtime_ns)
     return newest, torch.load(newest, map_location="cpu", weights_only=True)["global_step"]
 
 

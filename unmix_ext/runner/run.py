@@ -50,7 +50,7 @@ from unmix_ext.runner.builder import build_method, check_method, ssl_methods
 from unmix_ext.runner.config import Config, ConfigError, config_hash, config_to_dict, load_config, resolved_method
 from unmix_ext.runner.data import DATASETS, LabelledDataset
 from unmix_ext.runner.evaluate import knn_accuracy
-from unmix_ext.runner.files import atomic_write_text
+from unmix_ext.runner.files import atomic_write_text, write_failure
 from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError, stop_on_signals
 from unmix_ext.runner.linear import linear_protocol
 from unmix_ext.runner.pipeline import (
@@ -160,8 +160,8 @@ def _write_results(path: Path, results: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(results, indent=2) + "\n")
     except OSError as err:
         raise RunError(
-            f"results: writing {path} failed ({err.strerror or err}); the run's checkpoints are kept: free space "
-            "there and rerun to evaluate again"
+            f"results: writing {path} failed ({write_failure(err, path.parent)}); the run's checkpoints are kept: "
+            "free space there and rerun to evaluate again"
         ) from None
 
 

@@ -95,8 +95,9 @@ class RunDir:
 
 
 def newest_checkpoint_in(folder: Path) -> Path | None:
-    """The most recently written ``*.ckpt`` file in ``folder``, or None."""
-    found = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    """The most recently written ``*.ckpt`` file in ``folder``, or None; ``last.ckpt`` while it is only a link
+    to another checkpoint is that checkpoint (Lightning's ``save_last="link"``), named by the file's own name."""
+    found = [path for path in folder.glob("*.ckpt") if path.is_file() and not path.is_symlink()]
     return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 

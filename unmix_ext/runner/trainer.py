@@ -42,7 +42,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from unmix_ext.runner.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
-from unmix_ext.runner.files import atomic_write, read_checkpoint
+from unmix_ext.runner.files import atomic_write, os_error_behind, read_checkpoint, write_failure
 from unmix_ext.runner.guard import CheckpointError, NanGuard, Preemption
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 
@@ -122,12 +122,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("storage_options: not supported by AtomicCheckpointIO")
         try:
             atomic_write(path, lambda file: torch.save(checkpoint, file))
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            cause = os_error_behind(err)
+            if cause is None:  # not the file system's refusal
+                raise
             kept = newest_checkpoint_in(Path(path).parent)
             state = f"the last complete checkpoint {kept} is kept" if kept else "no complete checkpoint was written yet"
             raise CheckpointError(
-                f"checkpoint.dir: writing {path} failed ({err.strerror or err}); {state}; free space there or "
-                "choose another checkpoint.dir, then rerun"
+                f"checkpoint.dir: writing {path} failed ({write_failure(cause, Path(path).parent)}); {state}; free "
+                "space there or choose another checkpoint.dir, then rerun"
             ) from None
 
 
