@@ -466,12 +466,13 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, hostile_che
     assert not hostile_checkpoint.victim.exists()
 
 
-def test_corrupt_images_skipped_by_option_with_a_count(tmp_path):
+@pytest.mark.parametrize("scale", ["full", "smoke"])
+def test_corrupt_images_skipped_by_option_with_a_count(tmp_path, scale):
     root = _image_folder(tmp_path / "folder", TRUNCATED)
     recipe = write_recipe(tmp_path, root, dataset="image_folder")
 
     with pytest.warns(UserWarning, match=r"data.train_path: skipped 2 unreadable image file\(s\)"):
-        results = run(load(recipe, "data.on_corrupt=skip", "max_epochs=1"))
+        results = run(load(recipe, "data.on_corrupt=skip", "max_epochs=1", f"scale={scale}"))
 
     assert results["global_step"] == 1
 
