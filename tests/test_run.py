@@ -305,6 +305,13 @@ BAD = [
      ["accelerator=tpu"], "accelerator"),
     ("dali at full scale", {}, ["data.format=dali"], "data.format"),
     ("unlabelled images", {}, ["data.no_labels=true"], "data.no_labels"),
+    # sizes the dataset cannot fill, refused as written rather than shrunk by scale=smoke
+    ("crop larger than the images at smoke scale", {}, ["augmentations.0.crop_size=100000", "scale=smoke"],
+     "augmentations.0.crop_size"),
+    ("batch larger than the dataset at smoke scale", {}, ["optimizer.batch_size=50001", "scale=smoke"],
+     "optimizer.batch_size"),
+    ("Un-Mix suffix twice", {}, ["method=simclr_unmix_unmix"], "method"),
+    ("a name longer than a file name", {}, ["name=" + "x" * 5000], "name"),
 ]
 
 

@@ -341,6 +341,7 @@ class DatasetSpec:
         layout: the expected files, with ``{root}`` for the root directory.
         num_classes: classes of the real dataset.
         image_size: native side in pixels; None where it varies per image.
+        pretrain_images: images in the official release's ``pretrain`` split; None where it varies.
         load: ``load(site, split, **options) -> LabelledDataset``.
         options: dataset-specific keyword options that ``load`` accepts.
         download: ``download(root)`` fetching the files, or None.
@@ -358,6 +359,7 @@ class DatasetSpec:
     download: Callable[[Path], None] | None = None
     default_root: Path | None = None
     stats: tuple[tuple[float, float, float], tuple[float, float, float]] = IMAGENET_STATS
+    pretrain_images: int | None = None
 
     @property
     def crop_size(self) -> int:
@@ -523,6 +525,7 @@ DATASETS["cifar10"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
     num_classes=10,
     image_size=32,
+    pretrain_images=50_000,
     stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar10),
     download=_torchvision_download("CIFAR10"),
@@ -533,6 +536,7 @@ DATASETS["cifar100"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-100-python/ with train, test, meta",
     num_classes=100,
     image_size=32,
+    pretrain_images=50_000,
     stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar100),
     download=_torchvision_download("CIFAR100"),
@@ -627,6 +631,7 @@ DATASETS["stl10"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=_STL_SIDE,
+    pretrain_images=105_000,
     stats=((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
     load=_load_stl10,
     download=_torchvision_download("STL10", split="train+unlabeled"),
@@ -708,6 +713,7 @@ DATASETS["fashion_mnist"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=28,
+    pretrain_images=60_000,
     stats=((0.2860,) * 3, (0.3530,) * 3),  # the grey channel's, repeated: the loader hands out RGB images
     load=_load_fashion_mnist,
     options=("rgb",),
@@ -828,6 +834,7 @@ DATASETS["tiny_imagenet"] = DatasetSpec(
     ),
     num_classes=200,
     image_size=64,
+    pretrain_images=100_000,
     stats=((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
     load=_load_tiny_imagenet,
     options=_FOLDER_OPTIONS,
@@ -860,6 +867,7 @@ DATASETS["imagenet"] = DatasetSpec(
     layout="in ImageFolder layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG",
     num_classes=1000,
     image_size=None,
+    pretrain_images=1_281_167,
     load=_load_imagenet,
     options=_FOLDER_OPTIONS,
 )

@@ -84,19 +84,28 @@ def check_recipe(cfg: Config) -> None:
     run before the smoke shrink, which would otherwise hide a mistake behind its own settings. Raises ConfigError."""
     check_method(cfg)
     check_augmentations(cfg)
+    check_sizes(cfg)
     if cfg.data.no_labels:
         raise ConfigError("data.no_labels: the online classifier and the evaluations need labelled images; "
                           "use an image folder with one subfolder per class and set it to false")
 
 
 def check_runtime(cfg: Config) -> DevicePlan:
-    """What the schema cannot check alone: data format, crop sizes, method arguments, devices; raises ConfigError."""
+    """What the schema cannot check alone: data format, method arguments, devices; raises ConfigError."""
     if cfg.data.format == "dali":
         raise ConfigError(
             "data.format: dali needs solo-learn's DALI loader (a GPU and nvidia-dali-cuda130), which unmix_ext does "
             "not drive yet; use data.format=image_folder (the same folders, read by CPU workers), or scale=smoke"
         )
-    native = DATASETS[cfg.data.dataset].image_size
+    check_method(cfg)
+    return device_plan(cfg)
+
+
+def check_sizes(cfg: Config) -> None:
+    """Crops and batches the dataset cannot fill (a crop larger than its images, a batch larger than its
+    pretraining split), as the recipe asks them, before the smoke shrink makes them small; raises ConfigError."""
+    spec = DATASETS[cfg.data.dataset]
+    native = spec.image_size
     for i, group in enumerate(cfg.augmentations):
         # a folder of mixed sizes (ImageNet) upsamples its small images, as every ImageNet pipeline does
         if native is not None and group.crop_size > native:
@@ -104,8 +113,11 @@ def check_runtime(cfg: Config) -> DevicePlan:
                 f"augmentations.{i}.crop_size: {group.crop_size} px is larger than the {native}x{native} images of "
                 f"{cfg.data.dataset}, which would only be upsampled; use a crop_size <= {native}"
             )
-    check_method(cfg)
-    return device_plan(cfg)
+    # (a folder's own count is checked when it is read: pipeline.pretrain_loader)
+    batch, images = cfg.optimizer.batch_size, spec.pretrain_images
+    if images is not None and batch > images:
+        raise ConfigError(f"optimizer.batch_size: {batch} images per batch, more than the {images} pretraining images "
+                          f"of {cfg.data.dataset}; use a batch_size <= {images}")
 
 
 def check_writable(folder: Path) -> None:
