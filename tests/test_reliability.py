@@ -722,3 +722,39 @@ def test_full_disk_is_one_line_naming_the_free_space_and_a_rerun_resumes(tmp_pat
     subprocess.run(["mount", "-o", "remount,size=250m", str(small_disk)], check=True)
     results = run(load(recipe, *overrides))
     assert (results["start_global_step"], results["global_step"]) == (1, 2)
+
+
+def test_sigusr1_under_slurm_requeues_through_lightning_and_stops(tmp_path, cifar, capsys, monkeypatch):
+    # a SLURM job's environment, and an `scontrol` that records what it was asked
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain", "SLURM_JOB_ID": "4242",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    import unmix_ext.runner.trainer as trainer_module
+
+    end = trainer_module.RunProgress.on_train_batch_end
+
+    def signalled_at_step_two(self, trainer, *args):
+        end(self, trainer, *args)
+        if trainer.global_step == 2:  # as SLURM does, --signal=USR1@90 before the time limit
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(trainer_module.RunProgress, "on_train_batch_end", signalled_at_step_two)
+    recipe = write_recipe(tmp_path, cifar)
+    before = signal.getsignal(signal.SIGUSR1)
+
+    assert main([str(recipe)]) == 128 + signal.SIGUSR1
+
+    run_dir = RunDir.of(load(recipe))
+    line = one_error_line(capsys)
+    assert line.startswith("error: preempted: SIGUSR1 received at global step 2 (epoch 1); training stopped, the "
+                           f"last complete checkpoint {run_dir.checkpoints / 'epoch=0-step=1.ckpt'} is kept"), line
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"  # Lightning's requeue ran after ours
+    hpc = torch.load(run_dir.path / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)  # in the run dir
+    assert hpc["global_step"] == 2
+    assert signal.getsignal(signal.SIGUSR1) == before  # handlers restored
+    assert_no_results(tmp_path)
