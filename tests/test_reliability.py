@@ -690,6 +690,23 @@ def test_second_run_on_a_live_run_directory_stops_and_a_dead_holders_lock_is_tak
     assert main([str(recipe), "max_epochs=4"]) == 0  # and free for the next run
 
 
+def test_full_disk_before_training_is_one_line(tmp_path, cifar, capsys, monkeypatch):
+    import unmix_ext.runner.run as runner
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "atomic_write_text", full_disk)
+    recipe = write_recipe(tmp_path, cifar)
+
+    assert main([str(recipe)]) == 2
+
+    config = RunDir.of(load(recipe)).config
+    assert re.fullmatch(rf"error: checkpoint.dir: writing {re.escape(str(config))} failed \(No space left on device; "
+                        r"[\d.]+ MB free\); free space there or choose another checkpoint.dir, then rerun",
+                        one_error_line(capsys))
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 130 MB tmpfs (one checkpoint of RECIPE's network is 90 MB: the second does not fit); needs root."""

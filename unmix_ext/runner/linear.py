@@ -88,7 +88,12 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint: {checkpoint} does not exist")
     run_dir = RunDir.holding(checkpoint)
-    smoke = effective(load_config(run_dir.config, overrides, ssl_methods()))
+    try:
+        loaded = load_config(run_dir.config, overrides, ssl_methods())
+    except ConfigError as err:  # a saved recipe edited or damaged since: name the file as well as the key
+        shown = str(err) if str(err).startswith(str(run_dir.config)) else f"{run_dir.config}: {err}"
+        raise ConfigError(shown) from None
+    smoke = effective(loaded)
     cfg = smoke.cfg
     plan = device_plan(cfg)
     train = load_split(cfg, "train", linear_train_transform(cfg), smoke.limits.get("train"))

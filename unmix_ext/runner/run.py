@@ -160,21 +160,21 @@ def _prepare_run_dir(cfg: Config, run_dir: RunDir) -> Path | None:
         )
     if rank_zero_only.rank == 0:
         run_dir.results.unlink(missing_ok=True)
-        atomic_write_text(run_dir.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        _write_run_file(run_dir.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False), "checkpoint.dir",
+                        "free space there or choose another checkpoint.dir, then rerun")
     if resume is None and rank_zero_only.rank == 0:
         for stale in run_dir.checkpoints.glob("*.ckpt"):
             stale.unlink(missing_ok=True)
     return resume
 
 
-def _write_results(path: Path, results: dict[str, Any]) -> None:
+def _write_run_file(path: Path, text: str, key: str, advice: str) -> None:
+    """Writes ``text`` to ``path`` atomically; a refusal (a full disk) is a RunError naming ``key``, the file,
+    the space left there and ``advice``."""
     try:
-        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(path, text)
     except OSError as err:
-        raise RunError(
-            f"results: writing {path} failed ({write_failure(err, path.parent)}); the run's checkpoints are kept: "
-            "free space there and rerun to evaluate again"
-        ) from None
+        raise RunError(f"{key}: writing {path} failed ({write_failure(err, path.parent)}); {advice}") from None
 
 
 def _online_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -304,7 +304,8 @@ def _run(cfg: Config, recipe: str | Path | None, held: contextlib.ExitStack) -> 
         "versions": _versions(),
     }
     if trainer.is_global_zero:
-        _write_results(run_dir.results, results)
+        _write_run_file(run_dir.results, json.dumps(results, indent=2) + "\n", "results",
+                        "the run's checkpoints are kept: free space there and rerun to evaluate again")
         print(summary(results))
     if cfg.wandb.enabled:
         import wandb  # only runs that log to wandb pay for its import

@@ -173,8 +173,13 @@ class RunLock:
             print(f"unmix_ext: run directory: {self.run_dir.path} was held by {holder}, "
                   "which is no longer running; this run takes it over", flush=True)
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        atomic_write_text(self.run_dir.lock_holder,
-                          json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n")
+        try:
+            atomic_write_text(self.run_dir.lock_holder,
+                              json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n")
+        except OSError as err:  # a full disk
+            self._lock.release()
+            raise ConfigError(f"checkpoint.dir: cannot write {self.run_dir.lock_holder} ({err.strerror or err}); "
+                              "free space there or choose another checkpoint.dir") from None
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
