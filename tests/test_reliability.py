@@ -530,6 +530,16 @@ def test_lightning_reads_the_resumed_checkpoint_as_data_whatever_the_environment
     assert not hostile_checkpoint.victim.exists()
 
 
+def assert_full_disk_at_step_two(line: str, checkpoints: Path) -> None:
+    """``line`` reports the full disk that stopped the checkpoint of step 2; step 1's is kept, alone."""
+    assert re.fullmatch(
+        rf"error: checkpoint.dir: writing {re.escape(str(checkpoints / 'epoch=1-step=2.ckpt'))} failed \(No space "
+        rf"left on device; [\d.]+ MB free\); the last complete checkpoint "
+        rf"{re.escape(str(checkpoints / 'epoch=0-step=1.ckpt'))} is kept; free space there or choose another "
+        "checkpoint.dir, then rerun", line), line
+    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+
+
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar, capsys, monkeypatch):
     recipe = write_recipe(tmp_path, cifar)
     save = torch.save
@@ -545,13 +555,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar
     assert main([str(recipe)]) == 2
 
     checkpoints = RunDir.of(load(recipe)).path / "checkpoints"
-    line = one_error_line(capsys)
-    assert re.fullmatch(
-        rf"error: checkpoint.dir: writing {re.escape(str(checkpoints / 'epoch=1-step=2.ckpt'))} failed \(No space "
-        rf"left on device; [\d.]+ MB free\); the last complete checkpoint "
-        rf"{re.escape(str(checkpoints / 'epoch=0-step=1.ckpt'))} is kept; free space there or choose another "
-        "checkpoint.dir, then rerun", line), line
-    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+    assert_full_disk_at_step_two(one_error_line(capsys), checkpoints)
     assert_no_results(tmp_path)
 
 
@@ -726,13 +730,7 @@ def test_full_disk_is_one_line_naming_the_free_space_and_a_rerun_resumes(tmp_pat
     assert main([str(recipe), *overrides]) == 2
 
     checkpoints = RunDir.of(load(recipe, *overrides)).checkpoints
-    line = one_error_line(capsys)
-    assert re.fullmatch(
-        rf"error: checkpoint.dir: writing {re.escape(str(checkpoints / 'epoch=1-step=2.ckpt'))} failed \(No space "
-        rf"left on device; [\d.]+ MB free\); the last complete checkpoint "
-        rf"{re.escape(str(checkpoints / 'epoch=0-step=1.ckpt'))} is kept; free space there or choose another "
-        "checkpoint.dir, then rerun", line), line
-    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+    assert_full_disk_at_step_two(one_error_line(capsys), checkpoints)
     assert_no_results(small_disk)
 
     # with room again, the same command resumes from the kept checkpoint

@@ -18,9 +18,9 @@
   line naming the signal and the last complete checkpoint, which a rerun
   resumes exactly, and exit status 128 + the signal's number, so a scheduler
   sees a failure and requeues. Lightning's own handlers still run after ours
-  (its SIGTERM flag, its SLURM requeue). Loader processes, which a signal to
-  the process group reaches too, leave the signal to the main process, which
-  shuts them down.
+  (its SIGTERM flag, its SLURM requeue). A signal to the whole process group
+  also ends the loader processes (torch's handler in them): the main process's
+  report of their death is the same line.
 
 Example::
 
@@ -41,7 +41,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from unmix_ext.cli import CommandError
 
@@ -157,7 +156,8 @@ class Preemption(Callback):
 
     The handlers are installed once Lightning has installed its own (which they then call), and removed when
     training ends. Lightning itself ends a run on SIGTERM by raising ``SIGTERMException``, a ``SystemExit``
-    with status 0: :func:`stop_on_signals` turns that into a :class:`PreemptedError` too.
+    with status 0: :func:`stop_on_signals` turns that into a :class:`PreemptedError` too. A loader process
+    forked from the trainer inherits the handlers, which do nothing there.
 
     Attributes:
         received: the number of the first stop signal received, or None.
@@ -173,6 +173,11 @@ class Preemption(Callback):
             return  # a loader process forked from the trainer: the main process stops it
         if self.received is None:
             self.received = signum
+            # a signal to the process group kills the loader processes too, and torch's SIGCHLD handler would
+            # raise its report of their death wherever this process then is, even in a loader's __del__ (a
+            # traceback); the loaders still see dead processes when they next wait for a batch, and the process
+            # is stopping anyway
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
@@ -218,7 +223,7 @@ class Preemption(Callback):
         raise PreemptedError(
             f"preempted: {name} received at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"training stopped, {kept}", self.received,
-        )
+        ) from None
 
 
 @contextlib.contextmanager
@@ -228,7 +233,9 @@ def stop_on_signals(trainer: pl.Trainer) -> Iterator[None]:
     preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
     try:
         yield
-    except SIGTERMException:
+    except BaseException:
+        # Lightning's SIGTERMException (a SystemExit with status 0), or torch's RuntimeError for loader processes
+        # that the same signal, sent to the process group, killed: either way the signal stopped the run
         preemption.stop_if_signalled(trainer)
         raise
     preemption.stop_if_signalled(trainer)

@@ -18,20 +18,16 @@ augmentation group.
 """
 from __future__ import annotations
 
-import os
-import signal
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 from unmix_ext.runner.batch_augment import BatchAugment, check_batch_augmentations
 from unmix_ext.runner.config import Augmentation, Config, ConfigError
 from unmix_ext.runner.data import DATASETS, DataError, LabelledDataset, balanced_subset, build_dataset
-from unmix_ext.runner.guard import STOP_SIGNALS
 
 #: a centre crop keeps this share of the resized side (ImageNet's 224 of 256)
 CENTER_CROP_SHARE = 0.875
@@ -154,22 +150,11 @@ def pretrain_collate(cfg: Config) -> Callable:
     return default_collate
 
 
-def loader_process_start(worker_id: int) -> None:
-    """Every loader process's ``worker_init_fn``: it leaves the stop signals (SIGTERM, SIGUSR1, which a scheduler
-    sends the whole process group) to the main process, which then stops at the end of its batch and shuts the
-    loader processes down (torch's own handler would kill them at once, and the main process would report their
-    death as a traceback); then it seeds itself as Lightning's ``seed_everything(workers=True)`` would."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):  # what Lightning's own worker_init_fn, which this replaces, does
-        pl_worker_init_function(worker_id)
-
-
 def _loader_options(cfg: Config, persistent: bool = True) -> dict[str, Any]:
     workers = cfg.data.num_workers
     return {
         "num_workers": workers, "persistent_workers": persistent and workers > 0,
-        "pin_memory": torch.cuda.is_available(), "worker_init_fn": loader_process_start if workers else None,
+        "pin_memory": torch.cuda.is_available(),
     }
 
 
