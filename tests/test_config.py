@@ -469,3 +469,41 @@ def test_resolved_dict_round_trips():
     json.dumps(as_dict)  # plain data, ready for results.json
     again = config_from_dict(as_dict)
     assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+# --------------------------------------------------------------------------- #
+# Hostile recipes: each one line, within seconds (issue 24)
+# --------------------------------------------------------------------------- #
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs": 9 ** levels strings written in a few lines of nested YAML aliases."""
+    lines = ["method: simclr", "data: {dataset: cifar10}", 'method_kwargs:', '  l0: &l0 ["lol", "lol", "lol", "lol", '
+             '"lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = {
+    "alias bomb": (_alias_bomb(), "{path}: its aliases expand to more than 100,000 values (nested anchors)"),
+    "nested 100,000 deep": ("method: simclr\nx: " + "[" * 100_000 + "]" * 100_000 + "\n",
+                            "{path}: nests deeper than the YAML parser can follow"),
+    "defaults list including itself": ("defaults:\n  - r\n  - _self_\nmethod: simclr\n",
+                                       "{path}: defaults: the list includes its own file again"),
+    "missing environment variable": ("method: simclr\ndata: {dataset: cifar10}\nname: ${oc.env:UNMIX_NO_SUCH_VAR}\n",
+                                     "name: cannot resolve its interpolation (KeyError raised while resolving "
+                                     "interpolation: \"Environment variable 'UNMIX_NO_SUCH_VAR' not found\")"),
+    "key interpolating itself": ("method: simclr\ndata: {dataset: cifar10}\noptimizer: {lr: '${optimizer.lr}'}\n",
+                                 "optimizer.lr: cannot resolve its interpolation (Recursive interpolation detected)"),
+    "5,000-character name": ("method: simclr\ndata: {dataset: cifar10}\nname: " + "x" * 5000 + "\n",
+                             "name: must be at most 200 bytes (it names the run directory), got 'xxxx"),
+    "Un-Mix suffix twice": ("method: simclr_unmix_unmix\ndata: {dataset: cifar10}\n",
+                            "method: unknown method 'simclr_unmix_unmix'; did you mean simclr_unmix?"),
+}
+
+
+@pytest.mark.parametrize("text, expected", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_recipe_is_one_line(tmp_path, text, expected):
+    path = _write(tmp_path / "r.yaml", text)
+    message = _error(load_config, path, known_methods=KNOWN)
+    assert message.startswith(expected.format(path=path)), message

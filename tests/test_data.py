@@ -320,6 +320,47 @@ def test_a_hidden_folder_above_the_root_is_read(tmp_path):
     assert len(build_dataset("imagenet", root, "train")) == 4
 
 
+def test_symlink_loop_is_listed_once_with_a_warning_and_a_linked_class_folder_is_read(tmp_path):
+    root = write_fake_dataset("image_folder", tmp_path / "data", num_per_class=3, num_classes=2, image_size=8)
+    train = root / "train"
+    (train / "class_000" / "loop").symlink_to("..")  # back to train/: every class again, under class_000
+    (train / "class_000" / "twin").symlink_to(train / "class_001")  # class_001's images labelled class_000
+    elsewhere = write_fake_dataset("image_folder", tmp_path / "elsewhere", num_per_class=3, num_classes=3,
+                                   image_size=8)
+    (train / "class_002").symlink_to(elsewhere / "train" / "class_002")  # a class kept on another disk
+
+    with pytest.warns(UserWarning, match=r"class_000/loop is .*train again \(a link loop") as record:
+        dataset = build_dataset("image_folder", root, "train")
+
+    assert any("class_000/twin is " in str(warning.message) for warning in record)
+    assert dataset.classes == ["class_000", "class_001", "class_002"]
+    assert np.bincount(dataset.targets).tolist() == [3, 3, 3]  # every image once, under its own class
+    assert len(set(dataset._items)) == 9
+
+
+def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
+    grey = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16).repeat(4, 0).repeat(4, 1)
+    path = tmp_path / "flat" / "deep.png"
+    path.parent.mkdir()
+    Image.fromarray(grey).save(path)  # a real 16-bit greyscale PNG
+    assert Image.open(path).mode.startswith("I")
+
+    image = build_dataset("image_folder", tmp_path / "flat", "pretrain")[0][0]
+
+    assert image.mode == "RGB"
+    assert np.asarray(image)[::4, ::4, 0].tolist() == [[0, 64], [128, 255]]  # not clipped to white
+    assert (np.asarray(image) == np.asarray(image)[..., :1]).all()
+
+
+def test_float_image_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "flat" / "float.tif"
+    path.parent.mkdir()
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(path)
+    with pytest.raises(CorruptImageError) as exc_info:
+        build_dataset("image_folder", tmp_path / "flat", "pretrain")
+    assert_one_line(exc_info, str(path), "32-bit float image (mode F), whose range is unknown")
+
+
 # ---------------------------------------------------------------------------
 # fraction
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmix_ext.runner.builder import ssl_methods
 from unmix_ext.runner.config import config_hash, config_to_dict, resolved_method
 from unmix_ext.runner.data import FASHION_MNIST_ROOT, DataError
 from unmix_ext.runner.fake_data import write_fake_dataset

@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from unmix_ext.methods import mocov3 as mocov3_module

@@ -14,10 +14,13 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -463,12 +466,13 @@ def test_bad_input_is_one_line(tmp_path, cifar, capsys, monkeypatch, hostile_che
     assert not hostile_checkpoint.victim.exists()
 
 
-def test_corrupt_images_skipped_by_option_with_a_count(tmp_path):
+@pytest.mark.parametrize("scale", ["full", "smoke"])
+def test_corrupt_images_skipped_by_option_with_a_count(tmp_path, scale):
     root = _image_folder(tmp_path / "folder", TRUNCATED)
     recipe = write_recipe(tmp_path, root, dataset="image_folder")
 
     with pytest.warns(UserWarning, match=r"data.train_path: skipped 2 unreadable image file\(s\)"):
-        results = run(load(recipe, "data.on_corrupt=skip", "max_epochs=1"))
+        results = run(load(recipe, "data.on_corrupt=skip", "max_epochs=1", f"scale={scale}"))
 
     assert results["global_step"] == 1
 
@@ -526,6 +530,16 @@ def test_lightning_reads_the_resumed_checkpoint_as_data_whatever_the_environment
     assert not hostile_checkpoint.victim.exists()
 
 
+def assert_full_disk_at_step_two(line: str, checkpoints: Path) -> None:
+    """``line`` reports the full disk that stopped the checkpoint of step 2; step 1's is kept, alone."""
+    assert re.fullmatch(
+        rf"error: checkpoint.dir: writing {re.escape(str(checkpoints / 'epoch=1-step=2.ckpt'))} failed \(No space "
+        rf"left on device; [\d.]+ MB free\); the last complete checkpoint "
+        rf"{re.escape(str(checkpoints / 'epoch=0-step=1.ckpt'))} is kept; free space there or choose another "
+        "checkpoint.dir, then rerun", line), line
+    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+
+
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar, capsys, monkeypatch):
     recipe = write_recipe(tmp_path, cifar)
     save = torch.save
@@ -541,13 +555,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, cifar
     assert main([str(recipe)]) == 2
 
     checkpoints = RunDir.of(load(recipe)).path / "checkpoints"
-    line = one_error_line(capsys)
-    assert line == (
-        f"error: checkpoint.dir: writing {checkpoints / 'epoch=1-step=2.ckpt'} failed (No space left on device); "
-        f"the last complete checkpoint {checkpoints / 'epoch=0-step=1.ckpt'} is kept; free space there or "
-        "choose another checkpoint.dir, then rerun"
-    )
-    assert checkpoint_files(checkpoints.parent) == ["epoch=0-step=1.ckpt", "last.ckpt"]
+    assert_full_disk_at_step_two(one_error_line(capsys), checkpoints)
     assert_no_results(tmp_path)
 
 
@@ -568,3 +576,200 @@ def test_same_seed_and_config_give_identical_results(tmp_path, cifar):
     weights = [torch.load(r["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
                for r in (first, second)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+# ---------------------------------------------------------------------------
+# 6. faults a cluster user meets (issue 24): resumes, preemption signals, two runs, a full disk
+
+
+def test_last_checkpoint_holds_the_final_state_after_any_number_of_resumes(tmp_path, cifar, monkeypatch):
+    recipe = write_recipe(tmp_path, cifar)
+    for step in (1, 2):  # stopped after epoch 0, resumed, stopped after epoch 1
+        with monkeypatch.context() as patch:
+            _nan_mixture_at(patch, "simclr_unmix", step=step)
+            assert main([str(recipe)]) == 2
+    import unmix_ext.runner.run as runner
+
+    built = []
+    build = runner.build_method
+    monkeypatch.setattr(runner, "build_method", lambda *args, **kwargs: built.append(build(*args, **kwargs))
+                        or built[-1])
+
+    results = run(load(recipe))
+
+    run_dir = Path(results["run_dir"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # one last.ckpt, no last-v1.ckpt beside it (Lightning keeps the checkpoints a run resumed from)
+    assert [name for name in checkpoint_files(run_dir) if name.startswith("last")] == ["last.ckpt"]
+    assert (results["start_global_step"], results["global_step"], results["checkpoint"]) == (2, 3, str(last))
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3
+    assert_same(saved["state_dict"], built[0].state_dict(), "state_dict")
+
+
+# `python -m unmix_ext.run` whose training steps take a while, so that a signal lands mid-run
+SLOW_RUN = '''
+import sys, time
+from unmix_ext.runner.trainer import RunProgress
+from unmix_ext.run import main
+
+end = RunProgress.on_train_batch_end
+RunProgress.on_train_batch_end = lambda self, *args: (time.sleep(0.5), end(self, *args))[1]
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _start_slow_run(recipe: Path, *overrides: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WANDB_MODE", None)
+    # its own process group, which a scheduler signals as a whole
+    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(recipe), *overrides], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(condition, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition(), f"never happened; the run ended with {process.poll()}"
+
+
+# (signal, sent to the whole process group?, loader processes)
+@pytest.mark.parametrize("signum, group, workers", [(signal.SIGTERM, True, 1), (signal.SIGUSR1, False, 0)],
+                         ids=["SIGTERM to the group, with a loader process", "SIGUSR1 to the main process"])
+def test_preemption_signal_stops_in_one_line_keeping_the_checkpoint(tmp_path, cifar, signum, group, workers):
+    recipe = write_recipe(tmp_path, cifar)
+    overrides = ["max_epochs=4", f"data.num_workers={workers}"]
+    checkpoints = RunDir.of(load(recipe, *overrides)).path / "checkpoints"
+    kept = checkpoints / "epoch=0-step=1.ckpt"
+    process = _start_slow_run(recipe, *overrides)
+    try:
+        _wait_for(kept.exists, process)
+        os.killpg(process.pid, signum) if group else process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and "DataLoader worker" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert err.endswith(lines[0] + "\n") and len(lines) == 1, err[-3000:]
+    assert re.fullmatch(rf"error: preempted: {signal.Signals(signum).name} received at global step \d \(epoch \d\); "
+                        rf"training stopped, the last complete checkpoint {re.escape(str(kept))} is kept and the "
+                        "same command resumes from it", lines[0]), lines[0]
+    assert_no_results(tmp_path)
+
+    resumed = run(load(recipe, *overrides))  # the rerun a scheduler's requeue makes
+
+    assert (resumed["start_global_step"], resumed["global_step"]) == (1, 4)
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_second_run_on_a_live_run_directory_stops_and_a_dead_holders_lock_is_taken_over(tmp_path, cifar, capsys):
+    recipe = write_recipe(tmp_path, cifar)
+    run_dir = RunDir.of(load(recipe, "max_epochs=4"))
+    first = _start_slow_run(recipe, "max_epochs=4")
+    try:
+        _wait_for((run_dir.checkpoints / "epoch=0-step=1.ckpt").exists, first)
+
+        assert main([str(recipe), "max_epochs=4"]) == 2  # this process, while the first one trains
+
+        line = one_error_line(capsys)
+        assert re.fullmatch(
+            rf"error: run directory: {re.escape(str(run_dir.path))} is in use by another run \(PID {first.pid} on "
+            rf"{re.escape(socket.gethostname())} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); wait for it to end or "
+            r"stop it \(a rerun of the same command then resumes its checkpoint\)", line), line
+        assert first.poll() is None  # the live run goes on, its files untouched
+        assert not run_dir.results.exists() and (run_dir.checkpoints / "epoch=0-step=1.ckpt").exists()
+    finally:
+        first.kill()  # dies holding the lock
+        first.communicate()
+
+    results = run(load(recipe, "max_epochs=4"))
+
+    assert (f"unmix_ext: run directory: {run_dir.path} was held by PID {first.pid} on {socket.gethostname()} since "
+            in capsys.readouterr().out)
+    assert results["start_global_step"] >= 1 and results["global_step"] == 4
+    assert not run_dir.lock_holder.exists()  # released at the end
+    assert main([str(recipe), "max_epochs=4"]) == 0  # and free for the next run
+
+
+def test_full_disk_before_training_is_one_line(tmp_path, cifar, capsys, monkeypatch):
+    import unmix_ext.runner.run as runner
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "atomic_write_text", full_disk)
+    recipe = write_recipe(tmp_path, cifar)
+
+    assert main([str(recipe)]) == 2
+
+    config = RunDir.of(load(recipe)).config
+    assert re.fullmatch(rf"error: checkpoint.dir: writing {re.escape(str(config))} failed \(No space left on device; "
+                        r"[\d.]+ MB free\); free space there or choose another checkpoint.dir, then rerun",
+                        one_error_line(capsys))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 130 MB tmpfs (one checkpoint of RECIPE's network is 90 MB: the second does not fit); needs root."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=130m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (the injected ENOSPC test above covers the message)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_is_one_line_naming_the_free_space_and_a_rerun_resumes(tmp_path, cifar, capsys, small_disk):
+    recipe = write_recipe(tmp_path, cifar)
+    overrides = [f"checkpoint.dir={small_disk}", "max_epochs=2"]
+
+    assert main([str(recipe), *overrides]) == 2
+
+    checkpoints = RunDir.of(load(recipe, *overrides)).checkpoints
+    assert_full_disk_at_step_two(one_error_line(capsys), checkpoints)
+    assert_no_results(small_disk)
+
+    # with room again, the same command resumes from the kept checkpoint
+    subprocess.run(["mount", "-o", "remount,size=250m", str(small_disk)], check=True)
+    results = run(load(recipe, *overrides))
+    assert (results["start_global_step"], results["global_step"]) == (1, 2)
+
+
+def test_sigusr1_under_slurm_requeues_through_lightning_and_stops(tmp_path, cifar, capsys, monkeypatch):
+    # a SLURM job's environment, and an `scontrol` that records what it was asked
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain", "SLURM_JOB_ID": "4242",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    import unmix_ext.runner.trainer as trainer_module
+
+    end = trainer_module.RunProgress.on_train_batch_end
+
+    def signalled_at_step_two(self, trainer, *args):
+        end(self, trainer, *args)
+        if trainer.global_step == 2:  # as SLURM does, --signal=USR1@90 before the time limit
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(trainer_module.RunProgress, "on_train_batch_end", signalled_at_step_two)
+    recipe = write_recipe(tmp_path, cifar)
+    before = signal.getsignal(signal.SIGUSR1)
+
+    assert main([str(recipe)]) == 128 + signal.SIGUSR1
+
+    run_dir = RunDir.of(load(recipe))
+    line = one_error_line(capsys)
+    assert line.startswith("error: preempted: SIGUSR1 received at global step 2 (epoch 1); training stopped, the "
+                           f"last complete checkpoint {run_dir.checkpoints / 'epoch=0-step=1.ckpt'} is kept"), line
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"  # Lightning's requeue ran after ours
+    hpc = torch.load(run_dir.path / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)  # in the run dir
+    assert hpc["global_step"] == 2
+    assert signal.getsignal(signal.SIGUSR1) == before  # handlers restored
+    assert_no_results(tmp_path)

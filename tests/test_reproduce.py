@@ -46,7 +46,10 @@ def tables():
 
 
 def _fake_results(value: float, **extra: float) -> dict:
-    return {"metrics": {"linear_top1": value, "knn_top1": value, **extra}}
+    """A results.json with every field its readers take (unmix_ext.runner.rundir.RESULTS_FIELDS)."""
+    return {"metrics": {"linear_top1": value, "knn_top1": value, **extra}, "recipe_hash": "0" * 12,
+            "method": "simclr", "run_dir": "runs/x", "checkpoint": None, "pretrain_seconds": 1.0,
+            "pretrain_images_per_s": None}
 
 
 @pytest.mark.parametrize("path", ROW_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
@@ -184,6 +187,33 @@ def test_render_only_reads_saved_results_and_leaves_the_rest_missing(tables, tmp
     saved.write_text(json.dumps(_fake_results(42.0)))
     results = run_rows(table, configs, mode="render")
     assert [reproduce.metric_of(r, "linear_top1") for r in results] == [None, 42.0, None, None]
+
+
+# a results.json that no finished run wrote: each reads as no results, never a traceback
+MALFORMED_RESULTS = {
+    "a list": b"[1, 2]",
+    "metrics a string": json.dumps({**_fake_results(1.0), "metrics": "oops"}).encode(),
+    "a metric a string": json.dumps(_fake_results("42")).encode(),
+    "a metric true": json.dumps(_fake_results(True)).encode(),
+    "a field missing": json.dumps({"metrics": {"linear_top1": 1.0}}).encode(),
+    "200,000 levels deep": b"[" * 200_000 + b"]" * 200_000,
+    "truncated": json.dumps(_fake_results(1.0)).encode()[:20],
+    "not UTF-8": b"\xff\xfe{}",
+}
+
+
+@pytest.mark.parametrize("content", MALFORMED_RESULTS.values(), ids=MALFORMED_RESULTS.keys())
+def test_render_only_reads_a_malformed_results_file_as_no_results(tables, tmp_path, content):
+    table = tables["table1"]
+    configs = [row_config(r, ["scale=smoke", f"checkpoint.dir={tmp_path}"]) for r in table.rows]
+    saved = RunDir.of(configs[1]).path / "results.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(content)
+
+    results = run_rows(table, configs, mode="render")
+
+    assert results == [None] * 4
+    assert "| — |" in render_markdown(table, results, smoke=True)
 
 
 def test_cli_spells_recipe_settings_as_every_command_does(capsys):

@@ -210,6 +210,31 @@ def test_linear_command_on_a_damaged_checkpoint_is_one_line(smoke_run, damage, c
     assert not hostile_checkpoint.victim.exists()
 
 
+# a run's config.yaml damaged or edited since the run saved it
+SAVED_CONFIG_DAMAGE = {
+    "a list": ("- 1\n- 2\n", "primary config 'config' must be a DictConfig"),
+    "nested 100,000 deep": ("x: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests deeper than the YAML parser"),
+    "not UTF-8": ("\udcff\udcfe", "can't decode byte"),
+    "a number for a name": ("method: 5\ndata: {dataset: cifar10}\nname: [1]\n", "name: expected a string"),
+}
+
+
+@pytest.mark.parametrize("content, reason", SAVED_CONFIG_DAMAGE.values(), ids=SAVED_CONFIG_DAMAGE.keys())
+def test_linear_command_on_a_run_with_a_damaged_config_is_one_line(tmp_path, capsys, content, reason):
+    from unmix_ext.linear import main as linear_main
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"never read: the saved recipe is read first")
+    config = tmp_path / "run" / "config.yaml"
+    config.write_bytes(content.encode("utf-8", "surrogateescape"))
+
+    assert linear_main([str(checkpoint)]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {config}: ") and reason in err, err
+
+
 def test_unmix_enabled_runs_the_variant(smoke_run):
     _, cfg, results = smoke_run
 
@@ -282,7 +307,8 @@ def test_smoke_caps_solo_defaults_the_recipe_left_out(tmp_path):
 
 
 def _newest_checkpoint_step(checkpoints: Path) -> tuple[Path, int]:
-    newest = max(checkpoints.glob("*.ckpt"), key=lambda path: path.stat().st_mtime_ns)
+    newest = max((path for path in checkpoints.glob("*.ckpt") if not path.is_symlink()),
+                 key=lambda path: path.stat().st_mtime_ns)
     return newest, torch.load(newest, map_location="cpu", weights_only=True)["global_step"]
 
 
@@ -351,6 +377,13 @@ BAD = [
      ["accelerator=tpu"], "accelerator"),
     ("dali at full scale", {}, ["data.format=dali"], "data.format"),
     ("unlabelled images", {}, ["data.no_labels=true"], "data.no_labels"),
+    # sizes the dataset cannot fill, refused as written rather than shrunk by scale=smoke
+    ("crop larger than the images at smoke scale", {}, ["augmentations.0.crop_size=100000", "scale=smoke"],
+     "augmentations.0.crop_size"),
+    ("batch larger than the dataset at smoke scale", {}, ["optimizer.batch_size=50001", "scale=smoke"],
+     "optimizer.batch_size"),
+    ("Un-Mix suffix twice", {}, ["method=simclr_unmix_unmix"], "method"),
+    ("a name longer than a file name", {}, ["name=" + "x" * 5000], "name"),
 ]
 
 

@@ -1,7 +1,6 @@
 """Rules every Un-Mix variant keeps: one extra online pass, clean queues, clear errors."""
 import pytest
 import torch
-from torch.utils.data import default_collate
 
 VARIANTS = (
     "barlow_twins_unmix", "byol_unmix", "deepclusterv2_unmix", "dino_unmix", "mocov2_unmix",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import torch
 from torch import nn
 
 TIMM_PREFIX = "timm/"
@@ -109,7 +110,7 @@ def is_resnet(model: nn.Module) -> bool:
     return type(model).__name__ == "ResNet"
 
 
-def sincos_position_embedding(grid_size: tuple[int, int], dim: int) -> "torch.Tensor":
+def sincos_position_embedding(grid_size: tuple[int, int], dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position codes of a ViT's patch grid, a zero row first for the class token.
 
     A patch at row ``h``, column ``w`` gets ``[sin(w o), cos(w o), sin(h o), cos(h o)]`` with
@@ -122,7 +123,6 @@ def sincos_position_embedding(grid_size: tuple[int, int], dim: int) -> "torch.Te
     Raises:
         ValueError: ``dim`` is not a multiple of 4.
     """
-    import torch
 
     if dim % 4:
         raise ValueError(f"a 2-D sine-cosine position embedding needs a width that is a multiple of 4, got {dim}")

@@ -140,6 +140,17 @@ def _nonempty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+#: the longest ``name``: it names the run directory, ``<name>-<12 hex digits>``, within the 255 bytes a file
+#: system allows one path component
+MAX_NAME_LENGTH = 200
+
+
+def _name_value(value: str) -> str | None:
+    if len(value.encode("utf-8")) > MAX_NAME_LENGTH:
+        return f"must be at most {MAX_NAME_LENGTH} bytes (it names the run directory)"
+    return None
+
+
 def _increasing_epochs(steps: list[int]) -> str | None:
     if steps and steps[0] >= 1 and all(a < b for a, b in zip(steps, steps[1:])):
         return None
@@ -409,7 +420,7 @@ class Config:
     activations of its convolutions) in channels-last memory order, which oneDNN on CPUs and
     cuDNN with mixed precision convolve faster; the numbers are the same up to rounding."""
 
-    name: str = ""
+    name: str = _field("", check=_name_value)
     method: str = _field(REQUIRED, check=_nonempty)
     backbone: Backbone = _field(factory=Backbone)
     method_kwargs: Dict[str, Any] = _field(factory=dict)
@@ -679,7 +690,11 @@ def config_from_dict(data: Any, known_methods: Iterable[str] | None = None) -> C
     ``unmix.enabled: true`` so both spellings give the same config and hash.
     """
     if OmegaConf.is_config(data):
-        data = OmegaConf.to_container(data, resolve=True)
+        try:
+            data = OmegaConf.to_container(data, resolve=True)
+        except OmegaConfBaseException as err:  # a missing ${oc.env:...}, a key that refers to itself...
+            key = getattr(err, "full_key", None) or "recipe"
+            raise ConfigError(f"{key}: cannot resolve its interpolation ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe: expected a mapping of keys, got {_show(data)}")
     data = dict(data)
@@ -693,6 +708,8 @@ def config_from_dict(data: Any, known_methods: Iterable[str] | None = None) -> C
         if not isinstance(groups, (list, tuple)):
             raise ConfigError(f"augmentations: expected a list of augmentation groups, got {_show(groups)}")
         cfg.augmentations = [_typed(Augmentation, group, f"augmentations.{i}") for i, group in enumerate(groups)]
+    if cfg.method.endswith(UNMIX_SUFFIX * 2):
+        raise ConfigError(f"method: unknown method {cfg.method!r}; did you mean {cfg.method[: -len(UNMIX_SUFFIX)]}?")
     if cfg.method.endswith(UNMIX_SUFFIX):
         raw_unmix = data.get("unmix")
         if isinstance(raw_unmix, dict) and raw_unmix.get("enabled") is False:
@@ -729,6 +746,54 @@ def _hydra_override(text: str, config_dir: Path) -> str:
     return text if (config_dir / key.strip()).is_dir() else f"++{text}"
 
 
+#: values one recipe file may hold once its YAML aliases are expanded (a recipe holds a few hundred)
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_values(node: Any, counted: dict[int, int]) -> int:
+    """Values ``node`` (a YAML node) stands for with every alias expanded; ``counted`` memoises shared nodes."""
+    if id(node) not in counted:
+        children = node.value if isinstance(node.value, list) else []
+        items = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
+        counted[id(node)] = 1 + sum(_expanded_values(item, counted) for item in items)
+    return counted[id(node)]
+
+
+@contextlib.contextmanager
+def _bounded_yaml() -> Iterator[None]:
+    """While Hydra composes: each YAML file it reads is refused (a ConfigError naming the file) if its aliases
+    expand to more than :data:`MAX_YAML_VALUES` values or it nests deeper than the parser's stack.
+
+    The YAML parser keeps an alias as a reference to one node, but OmegaConf copies it at every use, so a
+    few lines of nested aliases (a "billion laughs") would otherwise take minutes and all the memory.
+    OmegaConf reads every file with the loader ``omegaconf._utils.get_yaml_loader()`` returns; this wraps it.
+    """
+    import omegaconf._utils
+
+    plain = omegaconf._utils.get_yaml_loader
+
+    def bounded() -> Any:
+        class BoundedLoader(plain()):  # type: ignore[misc]
+            def compose_document(self) -> Any:
+                try:
+                    node = super().compose_document()
+                    values = _expanded_values(node, {}) if node is not None else 0
+                except RecursionError:
+                    raise ConfigError(f"{self.name}: nests deeper than the YAML parser can follow") from None
+                if values > MAX_YAML_VALUES:
+                    raise ConfigError(f"{self.name}: its aliases expand to more than {MAX_YAML_VALUES:,} values "
+                                    "(nested anchors); write the values out")
+                return node
+
+        return BoundedLoader
+
+    omegaconf._utils.get_yaml_loader = bounded
+    try:
+        yield
+    finally:
+        omegaconf._utils.get_yaml_loader = plain
+
+
 def compose(path: str | Path, overrides: Iterable[str] = ()) -> Any:
     """The recipe at ``path`` composed by Hydra with ``overrides``: an OmegaConf DictConfig.
 
@@ -748,21 +813,21 @@ def compose(path: str | Path, overrides: Iterable[str] = ()) -> Any:
     hydra_overrides = [_hydra_override(text, path.parent) for text in overrides]
     with _as_yaml(path) as config_dir:
         try:
-            with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-                composed = hydra_compose(config_name=path.stem, overrides=hydra_overrides)
+            with initialize_config_dir(config_dir=str(config_dir), version_base=None), _bounded_yaml():
+                return hydra_compose(config_name=path.stem, overrides=hydra_overrides)
+        except RecursionError:  # Hydra follows a defaults list that includes itself until Python's stack ends
+            raise ConfigError(f"{path}: defaults: the list includes its own file again, directly or through the "
+                              "files it names; remove that entry") from None
         except (HydraException, OmegaConfBaseException, YAMLError, ValueError, TypeError) as err:
             # Hydra wraps the YAML parser's and OmegaConf's errors; the innermost cause says what is wrong
             cause = err
             while cause.__cause__ is not None:
                 cause = cause.__cause__
+            if isinstance(cause, ConfigError):  # ours (_bounded_yaml), naming the file Hydra was reading
+                raise cause from None
             detail = str(cause) if cause is err else f"{err}: {str(cause).splitlines()[0]}"
             detail = detail.split("Config search path")[0].replace(str(config_dir), str(path.parent))
             raise ConfigError(f"{path}: {detail}") from None
-    if _solo_main_format(path):
-        for key, value in MAIN_DEFAULTS.items():
-            if OmegaConf.select(composed, key) is None:
-                OmegaConf.update(composed, key, value, force_add=True)
-    return composed
 
 
 @contextlib.contextmanager
@@ -813,7 +878,12 @@ def load_config(
         ConfigError: missing file, YAML syntax error, bad defaults list or
             override, unknown key, wrong type or value.
     """
-    return config_from_dict(compose(path, overrides), known_methods)
+    composed = compose(path, overrides)
+    if _solo_main_format(path):  # a pretraining file of solo-learn main: its defaults for what it leaves out
+        for key, value in MAIN_DEFAULTS.items():
+            if OmegaConf.select(composed, key) is None:
+                OmegaConf.update(composed, key, value, force_add=True)
+    return config_from_dict(composed, known_methods)
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -85,7 +85,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from unmix_ext.errors import CommandError
 
@@ -204,10 +204,31 @@ class ArrayDataset(LabelledDataset):
         return image, int(self.targets[index])
 
 
+#: PIL's modes of single-channel images of more than 8 bits per pixel: 16-bit integers, 32-bit integers
+#: (which PIL also uses for 16-bit PNGs), 32-bit floats
+_HIGH_BIT_DEPTH = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16, "F": 32}
+
+
 def _decode(path: str) -> Image.Image:
     with Image.open(path, formats=IMAGE_FORMATS) as image:
         image.load()  # decode now, so a truncated file fails here and not in a transform
-        return image.convert("RGB")
+        return _to_8_bits(image).convert("RGB")
+
+
+def _to_8_bits(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image scaled to 8 bits (``convert`` would clip every value above 255 to white).
+
+    Raises:
+        ValueError: a 32-bit float image, whose range is unknown.
+    """
+    bits = _HIGH_BIT_DEPTH.get(image.mode)
+    if bits is None:
+        return image
+    if bits != 16:
+        raise ValueError(f"a {bits}-bit float image (mode {image.mode}), whose range is unknown; convert it to 8 or "
+                         "16-bit integers")
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.rint(values / 257).astype(np.uint8), mode="L")
 
 
 class FileDataset(LabelledDataset):
@@ -320,6 +341,7 @@ class DatasetSpec:
         layout: the expected files, with ``{root}`` for the root directory.
         num_classes: classes of the real dataset.
         image_size: native side in pixels; None where it varies per image.
+        pretrain_images: images in the official release's ``pretrain`` split; None where it varies.
         load: ``load(site, split, **options) -> LabelledDataset``.
         options: dataset-specific keyword options that ``load`` accepts.
         download: ``download(root)`` fetching the files, or None.
@@ -337,6 +359,7 @@ class DatasetSpec:
     download: Callable[[Path], None] | None = None
     default_root: Path | None = None
     stats: tuple[tuple[float, float, float], tuple[float, float, float]] = IMAGENET_STATS
+    pretrain_images: int | None = None
 
     @property
     def crop_size(self) -> int:
@@ -502,6 +525,7 @@ DATASETS["cifar10"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
     num_classes=10,
     image_size=32,
+    pretrain_images=50_000,
     stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar10),
     download=_torchvision_download("CIFAR10"),
@@ -512,6 +536,7 @@ DATASETS["cifar100"] = DatasetSpec(
     layout="in torchvision's format: {root}/cifar-100-python/ with train, test, meta",
     num_classes=100,
     image_size=32,
+    pretrain_images=50_000,
     stats=_CIFAR_STATS,
     load=functools.partial(_load_cifar, reader=_Cifar100),
     download=_torchvision_download("CIFAR100"),
@@ -606,6 +631,7 @@ DATASETS["stl10"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=_STL_SIDE,
+    pretrain_images=105_000,
     stats=((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
     load=_load_stl10,
     download=_torchvision_download("STL10", split="train+unlabeled"),
@@ -687,6 +713,7 @@ DATASETS["fashion_mnist"] = DatasetSpec(
     ),
     num_classes=10,
     image_size=28,
+    pretrain_images=60_000,
     stats=((0.2860,) * 3, (0.3530,) * 3),  # the grey channel's, repeated: the loader hands out RGB images
     load=_load_fashion_mnist,
     options=("rgb",),
@@ -718,9 +745,9 @@ def _labelled_files(
 ) -> tuple[list[str], list[int]]:
     """Image files under ``folder/<name>/`` for each name, labelled by the name's index in ``classes``.
 
-    torchvision's DatasetFolder listing: recursive, links followed, sorted; each
-    ``folder/<name>/<image_dir>`` must hold images. With no names, the files of
-    ``folder`` itself, labelled -1 (unlabeled).
+    torchvision's DatasetFolder listing (recursive, links followed, sorted; see :func:`_walk_images`); each
+    ``folder/<name>/<image_dir>`` must hold images. With no names, the files of ``folder`` itself, labelled -1
+    (unlabeled).
     """
     index = {name: i for i, name in enumerate(classes)}
     # os.path.join(folder, "") is folder: the unlabeled files are one "class" numbered -1
@@ -728,13 +755,47 @@ def _labelled_files(
     for name in names:
         site.require(folder / name / image_dir)
     is_valid = functools.partial(_is_image_file, str(folder))
-    samples = make_dataset(str(folder), wanted, is_valid_file=is_valid, allow_empty=True)
+    samples = _walk_images(site, folder, wanted, is_valid)
     found = {target for _, target in samples}
     empty = [name for name in names if index[name] not in found]
     if empty:
         class_dir = folder / empty[0] / image_dir
         raise site.fail(f"class folder {class_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return [path for path, _ in samples], [target for _, target in samples]
+
+
+def _walk_images(
+    site: _Site, folder: Path, wanted: dict[str, int], is_valid: Callable[[str], bool]
+) -> list[tuple[str, int]]:
+    """``(path, target)`` of every valid file under ``folder/<name>`` for each ``name: target`` of ``wanted``.
+
+    As torchvision's ``make_dataset`` lists them (classes, folders and files sorted, links followed), except
+    that each folder is listed once: a link back to a folder above it (``c0/loop -> ..``) or a second way into
+    a folder already listed is skipped with a warning, where ``os.walk`` would list its files again and again.
+    """
+    def identity(path: str) -> tuple[int, int]:
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+
+    # the dataset's folder and its class folders are where they are: a link into one of them from elsewhere
+    # would give its images a second label
+    tops = [os.path.join(folder, name) for name in sorted(wanted)]
+    seen = {identity(path): path for path in [str(folder), *tops] if os.path.isdir(path)}
+    samples: list[tuple[str, int]] = []
+    for (name, target), class_top in zip(sorted(wanted.items()), tops):
+        found: list[tuple[str, list[str]]] = []
+        for top, dirs, files in os.walk(class_top, followlinks=True):
+            first = seen.setdefault(identity(top), top)
+            if first != top:
+                dirs.clear()
+                warnings.warn(f"{site.key}: {top} is {first} again (a link loop, or a second link to one folder); "
+                              "its images are listed once", stacklevel=2)
+                continue
+            found.append((top, files))
+        for top, files in sorted(found):
+            samples += [(path, target) for path in (os.path.join(top, file) for file in sorted(files))
+                        if is_valid(path)]
+    return samples
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -773,6 +834,7 @@ DATASETS["tiny_imagenet"] = DatasetSpec(
     ),
     num_classes=200,
     image_size=64,
+    pretrain_images=100_000,
     stats=((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
     load=_load_tiny_imagenet,
     options=_FOLDER_OPTIONS,
@@ -805,6 +867,7 @@ DATASETS["imagenet"] = DatasetSpec(
     layout="in ImageFolder layout: {root}/train/<wnid>/*.JPEG and {root}/val/<wnid>/*.JPEG",
     num_classes=1000,
     image_size=None,
+    pretrain_images=1_281_167,
     load=_load_imagenet,
     options=_FOLDER_OPTIONS,
 )

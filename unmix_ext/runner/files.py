@@ -25,6 +25,7 @@ import os
 import pickle
 import pickletools
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -122,6 +123,25 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def os_error_behind(err: BaseException | None) -> OSError | None:
+    """The OSError behind a failed write: ``err`` itself, or the one it was raised from or while handling
+    (torch's zip writer reports a full disk as a RuntimeError raised while handling the OSError); else None."""
+    while err is not None:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def write_failure(err: OSError, folder: str | Path) -> str:
+    """``No space left on device; 12.3 MB free``: why a write into ``folder`` failed, and the room left there."""
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return f"{err.strerror or err}; {free}"
 
 
 def short_message(err: BaseException, limit: int = 300) -> str:

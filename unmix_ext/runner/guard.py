@@ -12,14 +12,30 @@
   gradients are dropped before the optimizer sees them, so the weights and the
   optimizer's state do not move (the learning-rate schedule does).
 
+- :class:`Preemption`: a Lightning callback that turns SIGTERM (what a scheduler
+  sends before it kills a job) and SIGUSR1 (Lightning's SLURM requeue signal)
+  into a stop at the end of the current batch: one :class:`PreemptedError`
+  line naming the signal and the last complete checkpoint, which a rerun
+  resumes exactly, and exit status 128 + the signal's number, so a scheduler
+  sees a failure and requeues. Lightning's own handlers still run after ours
+  (its SIGTERM flag, its SLURM requeue). A signal to the whole process group
+  also ends the loader processes (torch's handler in them): the main process's
+  report of their death is the same line.
+
 Example::
 
-    trainer = pl.Trainer(callbacks=[NanGuard(max_skipped_steps=2)], ...)
+    trainer = pl.Trainer(callbacks=[NanGuard(max_skipped_steps=2), Preemption()], ...)
+    with stop_on_signals(trainer):
+        trainer.fit(model, loader)
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Mapping
+import os
+import signal
+import threading
+from typing import Any, Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -42,6 +58,15 @@ class LossNotFiniteError(RunError):
 
 class CheckpointError(RunError):
     """A checkpoint cannot be written, read, or resumed from."""
+
+
+class PreemptedError(RunError):
+    """A signal (SIGTERM, SIGUSR1) stopped the run; the command exits with 128 + the signal's number, as a shell
+    reports a process killed by it."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_status = 128 + signum
 
 
 def _number(value: Any) -> str:
@@ -120,3 +145,97 @@ class NanGuard(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = list(state_dict["skipped"])
+
+
+#: the signals that stop a run at the end of its current batch
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preemption(Callback):
+    """Stops training at the end of the batch during which SIGTERM or SIGUSR1 arrived (see the module's account).
+
+    The handlers are installed once Lightning has installed its own (which they then call), and removed when
+    training ends. Lightning itself ends a run on SIGTERM by raising ``SIGTERMException``, a ``SystemExit``
+    with status 0: :func:`stop_on_signals` turns that into a :class:`PreemptedError` too. A loader process
+    forked from the trainer inherits the handlers, which do nothing there.
+
+    Attributes:
+        received: the number of the first stop signal received, or None.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a loader process forked from the trainer: the main process stops it
+        if self.received is None:
+            self.received = signum
+            # a signal to the process group kills the loader processes too, and torch's SIGCHLD handler would
+            # raise its report of their death wherever this process then is, even in a loader's __del__ (a
+            # traceback); the loaders still see dead processes when they next wait for a batch, and the process
+            # is stopping anyway
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    def _install(self) -> None:
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return
+        self._pid = os.getpid()
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _remove(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # the sanity check starts the (persistent) validation loader processes: they must inherit our handlers
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.stop_if_signalled(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._remove()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._remove()
+
+    def stop_if_signalled(self, trainer: pl.Trainer) -> None:
+        """Raises PreemptedError if a stop signal has arrived."""
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        checkpoint = last_good_checkpoint(trainer)
+        kept = (f"the last complete checkpoint {checkpoint} is kept and the same command resumes from it" if checkpoint
+                else "no checkpoint was written yet, so the same command starts over")
+        raise PreemptedError(
+            f"preempted: {name} received at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"training stopped, {kept}", self.received,
+        ) from None
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: pl.Trainer) -> Iterator[None]:
+    """Around ``trainer.fit``: a stop signal (see :class:`Preemption`, among ``trainer.callbacks``) ends it with a
+    PreemptedError, wherever Lightning noticed it, even after the last step."""
+    preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+    try:
+        yield
+    except BaseException:
+        # Lightning's SIGTERMException (a SystemExit with status 0), or torch's RuntimeError for loader processes
+        # that the same signal, sent to the process group, killed: either way the signal stopped the run
+        preemption.stop_if_signalled(trainer)
+        raise
+    preemption.stop_if_signalled(trainer)

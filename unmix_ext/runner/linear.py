@@ -197,7 +197,11 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     if solo:
         run_dir, recipe = RunDir(checkpoint.resolve().parent), _solo_config(checkpoint, overrides)
     else:
-        recipe = load_recipe(run_dir.config, overrides)
+        try:
+            recipe = load_recipe(run_dir.config, overrides)
+        except ConfigError as err:  # a saved recipe edited or damaged since: name the file as well as the key
+            shown = str(err) if str(err).startswith(str(run_dir.config)) else f"{run_dir.config}: {err}"
+            raise ConfigError(shown) from None
     smoke = effective(recipe)
     cfg = smoke.cfg
     if eval_split(cfg) is None:

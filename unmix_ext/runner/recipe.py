@@ -31,20 +31,27 @@ UNLABELLED_DATASETS = ("image_folder",)
 
 
 def _check_data(cfg: Config) -> None:
-    """Data format, crop sides and unlabelled data; raises ConfigError."""
+    """Data format, crop sides, batch size and unlabelled data; raises ConfigError."""
     if cfg.data.format == "dali" and cfg.scale == "full":
         raise ConfigError(
             "data.format: dali needs solo-learn's DALI loader (a GPU and nvidia-dali-cuda130), which unmix_ext does "
             "not drive yet; use data.format=image_folder (the same folders, read by CPU workers), or scale=smoke"
         )
-    native = DATASETS[cfg.data.dataset].image_size
+    # crops and batches as the recipe asks them, before the smoke shrink makes them small
+    spec = DATASETS[cfg.data.dataset]
+    native = spec.image_size
     for i, group in enumerate(cfg.augmentations):
         # a folder of mixed sizes (ImageNet) upsamples its small images, as every ImageNet pipeline does
-        if native is not None and group.crop_size > native and cfg.scale == "full":
+        if native is not None and group.crop_size > native:
             raise ConfigError(
                 f"augmentations.{i}.crop_size: {group.crop_size} px is larger than the {native}x{native} images of "
                 f"{cfg.data.dataset}, which would only be upsampled; use a crop_size <= {native}"
             )
+    # (a folder's own count is checked when it is read: pipeline.pretrain_loader)
+    batch, images = cfg.optimizer.batch_size, spec.pretrain_images
+    if images is not None and batch > images:
+        raise ConfigError(f"optimizer.batch_size: {batch} images per batch, more than the {images} pretraining images "
+                          f"of {cfg.data.dataset}; use a batch_size <= {images}")
     if cfg.data.no_labels:
         if cfg.data.dataset not in UNLABELLED_DATASETS:
             raise ConfigError(f"data.no_labels: true is for a folder of images (data.dataset: custom), not "

@@ -34,6 +34,7 @@ solo-learn: the optimizer gets ``lr * batch_size * devices * num_nodes / 256``
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import platform
@@ -52,8 +53,8 @@ from unmix_ext.runner.builder import build_method, ignored_keys, ignored_keys_no
 from unmix_ext.runner.config import Config, ConfigError, config_hash, config_to_dict, resolved_method
 from unmix_ext.runner.data import LabelledDataset
 from unmix_ext.runner.evaluate import knn_accuracy
-from unmix_ext.runner.files import atomic_write_text
-from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError
+from unmix_ext.runner.files import atomic_write_text, write_failure
+from unmix_ext.runner.guard import CheckpointError, NanGuard, RunError, stop_on_signals
 from unmix_ext.runner.linear import linear_protocol
 from unmix_ext.runner.pipeline import (
     describe_eval_split,
@@ -67,7 +68,7 @@ from unmix_ext.runner.pipeline import (
     pretrain_transform,
 )
 from unmix_ext.runner.recipe import load_recipe
-from unmix_ext.runner.rundir import RunDir
+from unmix_ext.runner.rundir import RunDir, RunLock
 from unmix_ext.runner.smoke import Smoke, describe_changes, effective
 from unmix_ext.runner.trainer import (
     DevicePlan,
@@ -135,21 +136,21 @@ def _prepare_run_dir(cfg: Config, run_dir: RunDir) -> Path | None:
         )
     if rank_zero_only.rank == 0:
         run_dir.results.unlink(missing_ok=True)
-        atomic_write_text(run_dir.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        _write_run_file(run_dir.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False), "checkpoint.dir",
+                        "free space there or choose another checkpoint.dir, then rerun")
     if resume is None and rank_zero_only.rank == 0:
         for stale in run_dir.checkpoints.glob("*.ckpt"):
             stale.unlink(missing_ok=True)
     return resume
 
 
-def _write_results(path: Path, results: dict[str, Any]) -> None:
+def _write_run_file(path: Path, text: str, key: str, advice: str) -> None:
+    """Writes ``text`` to ``path`` atomically; a refusal (a full disk) is a RunError naming ``key``, the file,
+    the space left there and ``advice``."""
     try:
-        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(path, text)
     except OSError as err:
-        raise RunError(
-            f"results: writing {path} failed ({err.strerror or err}); the run's checkpoints are kept: free space "
-            "there and rerun to evaluate again"
-        ) from None
+        raise RunError(f"{key}: writing {path} failed ({write_failure(err, path.parent)}); {advice}") from None
 
 
 def _online_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -190,9 +191,22 @@ def _versions() -> dict[str, str]:
 def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
 
+    See :func:`_run` (arguments, errors); the run directory's lock it takes is released however the run ends.
+
+    Raises:
+        RunDirBusyError: another live process runs the same recipe in the same run directory.
+    """
+    with contextlib.ExitStack() as held:
+        return _run(cfg, recipe, held)
+
+
+def _run(cfg: Config, recipe: str | Path | None, held: contextlib.ExitStack) -> dict[str, Any]:
+    """Pretrains, evaluates and records one recipe; returns the results (also in ``results.json``).
+
     Args:
         cfg: a checked recipe (:func:`unmix_ext.runner.recipe.load_recipe`); not modified.
         recipe: the file it came from, recorded in the results.
+        held: where the run directory's lock is entered, to be released when the run ends.
 
     Raises:
         ConfigError, DataError: one line naming the key (devices, paths, method arguments...).
@@ -205,6 +219,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     cfg = smoke.cfg
     recipe_hash = config_hash(cfg)
     run_dir = RunDir.of(cfg)
+    if rank_zero_only.rank == 0:  # one live run per run directory: else one line naming the holder, exit 2
+        held.enter_context(RunLock(run_dir))
     plan = device_plan(cfg)
     # the shrink may change keys the user set on purpose (a CIFAR stem, a crop size): said before training
     shrunk = f"scale=smoke changes {describe_changes(smoke.changes)}" if smoke.changes else None
@@ -227,7 +243,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
     # data only, as check_resumable read it (Lightning's default is torch's, which
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns off)
     val_loader = eval_loader(val, cfg, cfg.eval.linear.batch_size) if scored else None
-    trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    with stop_on_signals(trainer):  # SIGTERM, SIGUSR1: one line naming the kept checkpoint, exit 128 + signal
+        trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     checkpoint = None
     if cfg.checkpoint.enabled:
         checkpoint = run_dir.last_checkpoint
@@ -272,7 +289,8 @@ def run(cfg: Config, recipe: str | Path | None = None) -> dict[str, Any]:
         "versions": _versions(),
     }
     if trainer.is_global_zero:
-        _write_results(run_dir.results, results)
+        _write_run_file(run_dir.results, json.dumps(results, indent=2) + "\n", "results",
+                        "the run's checkpoints are kept: free space there and rerun to evaluate again")
         print(summary(results))
     if cfg.wandb.enabled:
         import wandb  # only runs that log to wandb pay for its import

@@ -108,8 +108,10 @@ def _files_present(cfg: Config) -> bool:
     root = cfg.data.train_path or DATASETS[cfg.data.dataset].default_root
     if root is None:
         return False
+    # whether the files are there, not whether each reads: the run reads them as data.on_corrupt says
+    presence = {"verify": "lazy"} if "verify" in DATASETS[cfg.data.dataset].options else {}
     try:
-        build_dataset(cfg.data.dataset, root, "train", root_key="data.train_path")
+        build_dataset(cfg.data.dataset, root, "train", root_key="data.train_path", **presence)
     except DataNotFoundError:
         return False
     return True

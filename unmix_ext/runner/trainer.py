@@ -42,8 +42,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from unmix_ext.runner.config import GPU_ACCELERATORS, Config, ConfigError, resolved_method
-from unmix_ext.runner.files import atomic_write, read_checkpoint
-from unmix_ext.runner.guard import CheckpointError, NanGuard
+from unmix_ext.runner.files import atomic_write, os_error_behind, read_checkpoint, write_failure
+from unmix_ext.runner.guard import CheckpointError, NanGuard, Preemption
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 
 #: Lightning's default logging interval, in optimizer steps
@@ -122,12 +122,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("storage_options: not supported by AtomicCheckpointIO")
         try:
             atomic_write(path, lambda file: torch.save(checkpoint, file))
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            cause = os_error_behind(err)
+            if cause is None:  # not the file system's refusal
+                raise
             kept = newest_checkpoint_in(Path(path).parent)
             state = f"the last complete checkpoint {kept} is kept" if kept else "no complete checkpoint was written yet"
             raise CheckpointError(
-                f"checkpoint.dir: writing {path} failed ({err.strerror or err}); {state}; free space there or "
-                "choose another checkpoint.dir, then rerun"
+                f"checkpoint.dir: writing {path} failed ({write_failure(cause, Path(path).parent)}); {state}; free "
+                "space there or choose another checkpoint.dir, then rerun"
             ) from None
 
 
@@ -311,6 +314,9 @@ def _common(cfg: Config, plan: DevicePlan, run_dir: RunDir, stage: str, batches:
         # fixed crop sizes: let cuDNN pick its fastest kernels, unless the run must repeat exactly
         "benchmark": plan.accelerator == "gpu" and not cfg.deterministic,
         "logger": _loggers(cfg, run_dir, stage),
+        # where Lightning's SLURM requeue (SIGUSR1) writes its hpc_ckpt_<n>.ckpt: this run's directory, through
+        # AtomicCheckpointIO, not the working directory that other runs share
+        "default_root_dir": str(run_dir.path),
         "log_every_n_steps": max(1, min(LOG_EVERY_N_STEPS, steps_per_epoch)),
         "enable_model_summary": False,
     }
@@ -321,7 +327,7 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: in
     progress = RunProgress()
     callbacks: list[Callback] = [
         LearningRateMonitor(logging_interval="step"), progress,
-        NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)),
+        NanGuard(cfg.nan_guard.max_skipped_steps), ResumeState(resolved_method(cfg)), Preemption(),
     ]
     if cfg.scheduler.interval == "step" and cfg.scheduler.name != "none":
         callbacks.append(StepwiseSchedule())
@@ -330,6 +336,9 @@ def pretrain_trainer(cfg: Config, plan: DevicePlan, run_dir: RunDir, batches: in
             ModelCheckpoint(
                 dirpath=run_dir.checkpoints, filename="{epoch}-{step}", every_n_epochs=cfg.checkpoint.frequency,
                 save_top_k=-1 if cfg.checkpoint.keep_prev else 1, save_last="link", save_on_train_epoch_end=True,
+                # a resumed run writes last.ckpt again, not a last-v1.ckpt beside a stale last.ckpt (its restored
+                # state may not name last.ckpt yet); a step's file rewritten after a crash holds the same state
+                enable_version_counter=False,
             )
         )
     trainer = pl.Trainer(

@@ -40,7 +40,7 @@ from unmix_ext.runner.config import Config, config_from_dict, config_to_dict
 from unmix_ext.runner.evaluate import extract_features
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint
 from unmix_ext.runner.linear import solo_split_folders
-from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split, num_classes
+from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 from unmix_ext.runner.smoke import CROP, EVAL_IMAGES, WORKERS
 
