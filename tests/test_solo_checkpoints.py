@@ -444,7 +444,7 @@ def test_solo_learn_folder_without_data_flags_is_one_line(written, images, capsy
 def test_linear_takes_a_solo_learn_checkpoint_its_data_from_args_json_or_overrides(solo_ckpt, images, capsys):
     from unmix_ext.linear import main as linear_main
 
-    data = [f"data.dataset=custom", f"data.train_path={images / 'train'}", f"data.val_path={images / 'val'}"]
+    data = ["data.dataset=custom", f"data.train_path={images / 'train'}", f"data.val_path={images / 'val'}"]
     if solo_ckpt.layout == "1.0.2":  # its argparse flags name the data
         args = json.loads((solo_ckpt.folder / "args.json").read_text())
         args.update(dataset="custom", data_dir=str(images), train_dir="train", val_dir="val")
