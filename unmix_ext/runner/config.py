@@ -879,7 +879,7 @@ def load_config(
             override, unknown key, wrong type or value.
     """
     composed = compose(path, overrides)
-    if _solo_main_format(path):  # a pretraining file of solo-learn main: its defaults for what it leaves out
+    if _solo_main_format(Path(path).expanduser()):  # solo-learn main's pretraining file: its defaults for what it leaves out
         for key, value in MAIN_DEFAULTS.items():
             if OmegaConf.select(composed, key) is None:
                 OmegaConf.update(composed, key, value, force_add=True)
