@@ -50,9 +50,9 @@ from unmix_ext.runner.smoke import effective
 from unmix_ext.runner.trainer import DevicePlan, device_plan, linear_trainer
 
 #: the recipe keys the linear protocol reads (a prefix ends in "."): its own settings, the data and the machine
-LINEAR_KEYS = ("eval.linear.", "data.train_path", "data.val_path", "data.no_labels", "data.num_workers", "data.fraction",
-               "data.download", "data.on_corrupt", "seed", "scale", "devices", "num_nodes", "accelerator",
-               "strategy", "precision", "deterministic")
+LINEAR_KEYS = ("eval.linear.", "data.dataset", "data.train_path", "data.val_path", "data.no_labels", "data.num_workers",
+               "data.fraction", "data.download", "data.on_corrupt", "seed", "scale", "devices", "num_nodes",
+               "accelerator", "strategy", "precision", "deterministic")
 
 
 def linear_protocol(
