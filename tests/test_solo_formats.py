@@ -239,3 +239,21 @@ def test_auto_resume_max_hours_is_solo_learns_age_limit(tmp_path):
         _prepare_run_dir(cfg, RunDir(run_dir))
     assert checkpoint.exists() and (run_dir / "results.json").exists()
 
+
+
+def test_args_json_of_every_release_reads_through_one_table_and_writes_back():
+    from unmix_ext.runner.solo_format import args_json_of, args_json_recipe, find
+
+    common = {"method": "byol", "backbone.name": "resnet18", "backbone.kwargs": {"cifar": True},
+              "data.dataset": "custom", "data.train_path": str(Path("/d") / "train"),
+              "data.val_path": str(Path("/d") / "val")}
+    flat = {"method": "byol", "dataset": "custom", "backbone_args": {"cifar": True}, "data_dir": "/d",
+            "train_dir": "train", "val_dir": "val", "proj_hidden_dim": 64}
+    releases = {"1.0.2": {**flat, "encoder": "resnet18"},
+                "1.0.3": {**flat, "backbone": "resnet18", "encoder": "resnet50"},  # backbone wins, as 1.0.3 reads it
+                "main": args_json_of(common)}
+    for release, args in releases.items():
+        found = args_json_recipe(args)
+        assert {key: find(found, key) for key in common} == common, release
+    assert releases["main"]["backbone"] == {"name": "resnet18", "kwargs": {"cifar": True}}  # main's nested layout
+    assert "method_kwargs" not in args_json_recipe(releases["1.0.2"])  # flat: unmarked among the others

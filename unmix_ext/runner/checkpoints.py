@@ -38,6 +38,7 @@ from torch import nn
 from unmix_ext.backbones import CHECKPOINT_ENTRY, build_timm_encoder, is_timm_name, use_cifar_stem
 from unmix_ext.runner.files import read_checkpoint, short_message
 from unmix_ext.runner.guard import CheckpointError
+from unmix_ext.runner.solo_format import args_json_recipe, find
 
 #: the state_dict prefixes of each backbone, newest solo-learn naming first
 PREFIXES = {"online": ("backbone.", "encoder."), "momentum": ("momentum_backbone.", "momentum_encoder.")}
@@ -151,17 +152,14 @@ def solo_args(checkpoint: Path) -> dict[str, Any] | None:
 
 
 def _declared_by_args(args: dict[str, Any], path: Path) -> Declared | None:
-    """The backbone ``args.json`` names, in the layout of any solo-learn release, or None if it names none."""
-    backbone = args.get("backbone")
-    data = args.get("data") if isinstance(args.get("data"), dict) else {}
-    dataset = data.get("dataset", args.get("dataset"))
-    if isinstance(backbone, dict):  # 1.0.6 and later: backbone.name, backbone.kwargs, data.dataset
-        name, kwargs = backbone.get("name"), dict(backbone.get("kwargs") or {})
-    else:  # before: backbone (1.0.3+) or encoder (1.0.2), backbone_args with its cifar flag
-        name, kwargs = backbone or args.get("encoder"), dict(args.get("backbone_args") or {})
+    """The backbone ``args.json`` names, in the layout of any solo-learn release (read through
+    :data:`~unmix_ext.runner.solo_format.ARGS_JSON`), or None if it names none."""
+    found = args_json_recipe(args)
+    name, kwargs = find(found, "backbone.name"), dict(find(found, "backbone.kwargs") or {})
     if not isinstance(name, str):
         return None
     cifar = kwargs.pop("cifar", None)
+    dataset = find(found, "data.dataset")
     if cifar is None and dataset is not None:
         cifar = dataset in CIFAR_DATASETS
     return Declared(name, None if cifar is None else bool(cifar), kwargs, str(path))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
@@ -45,7 +45,7 @@ from unmix_ext.runner.pipeline import (
 )
 from unmix_ext.runner.recipe import load_recipe
 from unmix_ext.runner.rundir import RunDir
-from unmix_ext.runner.solo_format import LINEAR_EVAL, by_column
+from unmix_ext.runner.solo_format import LINEAR_EVAL, args_json_recipe, by_column, find
 from unmix_ext.runner.smoke import effective
 from unmix_ext.runner.trainer import DevicePlan, device_plan, linear_trainer
 
@@ -142,26 +142,24 @@ def solo_split_folders(data: dict) -> dict:
     return data
 
 
+def probe_method(method: Any) -> str:
+    """The recipe's method for a probe of a checkpoint that ``method`` pretrained: the probe never builds it, but
+    the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr."""
+    return method if method in ssl_methods() else "simclr"
+
+
 def solo_recipe(args: dict) -> dict:
-    """The part of solo-learn's ``args.json`` (any release) that says which data a linear probe reads: the method,
-    the backbone's name, the data and the first augmentation group's crop side and normalisation."""
-    data = args.get("data") if isinstance(args.get("data"), dict) else {}
-    if not data:  # before 1.0.6: the argparse namespace, its paths as data_dir/train_dir
-        base = Path(args.get("data_dir") or ".")
-        data = {"dataset": args.get("dataset"),
-                "train_path": str(base / args["train_dir"]) if args.get("train_dir") else str(base),
-                "val_path": str(base / args["val_dir"]) if args.get("val_dir") else None}
-    backbone = args.get("backbone")
-    name = backbone.get("name") if isinstance(backbone, dict) else backbone or args.get("encoder")
-    groups = args.get("augmentations") if isinstance(args.get("augmentations"), list) else [{}]
-    group = {key: groups[0][key] for key in ("crop_size", "mean", "std") if groups and key in groups[0]}
-    method = args.get("method")
+    """The part of solo-learn's ``args.json`` (any release, read through
+    :data:`~unmix_ext.runner.solo_format.ARGS_JSON`) that says which data a
+    linear probe reads: the method, the backbone's name, the data and the first augmentation group's crop side and
+    normalisation."""
+    found = args_json_recipe(args)
     return {
-        # the probe never builds the method; the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr
-        "method": method if method in ssl_methods() else "simclr", "backbone": {"name": name or "resnet18"},
-        "data": solo_split_folders({key: data[key] for key in ("dataset", "train_path", "val_path", "num_workers",
-                                                               "fraction") if data.get(key) is not None}),
-        "augmentations": [group],
+        "method": probe_method(found.get("method")),
+        # the backbone's keywords are not the probe's: it builds the backbone as read_backbone reads it
+        "backbone": {"name": find(found, "backbone.name") or "resnet18"},
+        "data": solo_split_folders(found.get("data", {})),
+        "augmentations": found.get("augmentations", [{}]),
     }
 
 

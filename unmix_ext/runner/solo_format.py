@@ -8,7 +8,12 @@ methods, takes them as constructor arguments and command-line flags (``lr``, ``m
 - recipe -> 1.0.2 constructor (:mod:`unmix_ext.runner.builder`: which ``method_kwargs`` another key
   sets, the LARS settings of ``optimizer.kwargs``; :mod:`unmix_ext.runner.pipeline`: one
   augmentation group as the keyword arguments of 1.0.2's augmentation pipeline);
-- 1.0.2 flags -> recipe (:mod:`unmix_ext.tools.main_pretrain`).
+- 1.0.2 flags -> recipe (:mod:`unmix_ext.tools.main_pretrain`);
+- solo-learn's ``args.json`` of any release -> recipe (:data:`ARGS_JSON`: :mod:`unmix_ext.runner.linear`'s probe
+  of a solo-learn checkpoint, :mod:`unmix_ext.runner.checkpoints`' architecture) and recipe -> solo-learn main's
+  ``args.json`` (:mod:`unmix_ext.tools.export`'s ``--format solo``);
+- solo-learn main's linear YAML -> recipe (:data:`LINEAR_YAML`: :mod:`unmix_ext.tools.solo_eval`'s
+  ``main_linear``), with the keys it accepts and does not use.
 
 Another format is another column: add a field to :class:`Row` (``None`` where that format has no
 such key), fill it in the rows, and read it with :func:`by_column`.
@@ -22,7 +27,9 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -36,12 +43,18 @@ class Row:
         recipe: the recipe's dotted key (relative to one ``augmentations`` group in
             :data:`AUGMENTATION`); None where the recipe has no such key (what the runner does instead
             is the row's ``note``).
-        note: why a row is not a plain copy (a rule applied on the way), for the reader.
+        note: why a row is not a plain copy (a rule applied on the way), for the reader; in :data:`LINEAR_YAML`,
+            for a key without a ``recipe``, why the probe does not use it (printed, recorded in results.json).
+        flat: in :data:`ARGS_JSON`, the key of solo-learn's argparse namespace that ``args.json`` held before
+            1.0.6 (None: that layout did not hold it as one key, or the probe never read it there).
+        default: the value where a file leaves the key out (None: the recipe schema's).
     """
 
     solo: str
     recipe: str | None
     note: str = ""
+    flat: str | None = None
+    default: Any = None
 
 
 #: the method's constructor arguments (and 1.0.2's flags) that are recipe keys of their own;
@@ -124,6 +137,20 @@ def recipe_key(solo_name: str) -> str | None:
     return by_column(METHOD, "solo", "recipe").get(solo_name)
 
 
+def find(mapping: Any, dotted: str) -> Any:
+    """The value at ``dotted`` in nested mappings and lists (``augmentations.0.crop_size``), or None where a part
+    is missing."""
+    node = mapping
+    for part in dotted.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
 def read(obj: Any, dotted: str) -> Any:
     """The value at ``dotted`` (``rrc.crop_min_scale``) in a dataclass or a mapping."""
     for part in dotted.split("."):
@@ -132,11 +159,31 @@ def read(obj: Any, dotted: str) -> Any:
 
 
 def put(mapping: dict, dotted: str, value: Any) -> None:
-    """Sets ``dotted`` in a nested mapping, creating the sections on the way."""
-    *sections, leaf = dotted.split(".")
-    for part in sections:
-        mapping = mapping.setdefault(part, {})
-    mapping[leaf] = value
+    """Sets ``dotted`` in a nested mapping, creating the sections on the way; a number is a position in a list
+    (``augmentations.0.crop_size``)."""
+    parts = dotted.split(".")
+    node: Any = mapping
+    for part, below in zip(parts, parts[1:]):
+        if isinstance(node, list):
+            while len(node) <= int(part):
+                node.append([] if below.isdigit() else {})
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, [] if below.isdigit() else {})
+    node[parts[-1]] = value
+
+
+def recipe_from(rows: Iterable[Row], source: dict) -> dict:
+    """The recipe (nested) that ``rows`` read from ``source``, a file in solo-learn main's layout: each row's value
+    at its ``solo`` key, else its ``default``; rows without a ``recipe`` key, and keys with neither, are left out."""
+    recipe: dict = {}
+    for row in rows:
+        value = find(source, row.solo)
+        if value is None:
+            value = copy.deepcopy(row.default)
+        if row.recipe is not None and value is not None:
+            put(recipe, row.recipe, value)
+    return recipe
 
 
 def section_rows(prefix: str) -> dict[str, str]:
@@ -161,12 +208,112 @@ MAIN_DEFAULTS = {
 }
 
 #: pretraining keys whose meaning in solo-learn's linear YAML (``scripts/linear/<dataset>/<method>.yaml``)
-#: is the linear protocol's: where a recipe keeps that setting (``eval.linear``, not scaled by batch size)
+#: is the linear protocol's: where a recipe keeps that setting (``eval.linear``, not scaled by batch size), and
+#: the probe's value where the linear YAML leaves it out
 LINEAR_EVAL = (
-    Row("optimizer.lr", "eval.linear.lr"),
-    Row("optimizer.batch_size", "eval.linear.batch_size"),
-    Row("optimizer.weight_decay", "eval.linear.weight_decay"),
-    Row("max_epochs", "eval.linear.max_epochs"),
-    Row("scheduler.name", "eval.linear.scheduler"),
-    Row("scheduler.lr_decay_steps", "eval.linear.lr_decay_steps"),
+    Row("optimizer.lr", "eval.linear.lr", "x batch_size x devices x num_nodes / 256 (linear_lr)", default=0.1),
+    Row("optimizer.batch_size", "eval.linear.batch_size", default=256),
+    Row("optimizer.weight_decay", "eval.linear.weight_decay", default=0.0),
+    Row("max_epochs", "eval.linear.max_epochs", default=100),
+    Row("scheduler.name", "eval.linear.scheduler", default="step"),
+    Row("scheduler.lr_decay_steps", "eval.linear.lr_decay_steps", default=[60, 80]),
 )
+
+
+def linear_lr(lr: float, batch_size: int, devices: Any, num_nodes: int) -> float:
+    """solo-learn's linear lr: ``lr`` per 256 images x the whole batch (``devices``: a count or a list of ids).
+
+    Computed from three keys, so code next to :data:`LINEAR_EVAL`, not a row.
+    """
+    device_count = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    return lr * batch_size * device_count * num_nodes / 256
+
+
+#: solo-learn main's linear YAML -> the probe's recipe (with :data:`LINEAR_EVAL`); a row without ``recipe``: a key
+#: the probe accepts and does not use, its ``note`` says why. ``pretrain_method`` names a method the probe never
+#: builds: :func:`unmix_ext.runner.linear.probe_method` reads one 1.0.2 lacks as simclr.
+LINEAR_YAML = (
+    Row("name", "name", default="linear"),
+    Row("pretrain_method", "method"),
+    Row("backbone.name", "backbone.name", default="resnet18"),
+    Row("data.dataset", "data.dataset"),
+    Row("data.train_path", "data.train_path"),
+    Row("data.val_path", "data.val_path"),
+    Row("data.num_workers", "data.num_workers"),
+    Row("data.fraction", "data.fraction"),
+    Row("data.augmentations.crop_size", "augmentations.0.crop_size"),
+    Row("data.augmentations.mean", "augmentations.0.mean"),
+    Row("data.augmentations.std", "augmentations.0.std"),
+    *LINEAR_EVAL,
+    Row("checkpoint.dir", "checkpoint.dir"),
+    Row("wandb", "wandb"),
+    *(Row(key, key) for key in ("devices", "accelerator", "strategy", "precision", "sync_batchnorm", "num_nodes",
+                                "seed", "scale")),
+    Row("checkpoint.enabled", None, "the probe writes no checkpoint, only results.json"),
+    Row("checkpoint.frequency", None, "the probe writes no checkpoint"),
+    Row("checkpoint.keep_prev", None, "the probe writes no checkpoint"),
+    Row("auto_resume", None, "a probe is not resumed; rerunning it trains it again"),
+    Row("performance", None, "channels-last memory order is the recipe key channels_last"),
+    Row("dali", None, "the images are read by torchvision's readers"),
+    Row("data.format", None, "the images are read by torchvision's readers (dali: the same folders)"),
+    Row("backbone.kwargs", None, "the backbone is the checkpoint's, built as its own files say"),
+    Row("optimizer.kwargs", None, "the probe's SGD has momentum 0.9, as solo-learn's default"),
+    Row("optimizer.exclude_bias_n_norm_wd", None, "the probe has one linear layer"),
+    Row("scheduler.min_lr", None, "solo-learn 1.0.2's probe schedules to 0"),
+    Row("scheduler.warmup_start_lr", None, "no warm-up"),
+    Row("scheduler.warmup_epochs", None, "no warm-up"),
+    Row("scheduler.interval", None, "the probe's lr moves once per epoch"),
+    Row("accumulate_grad_batches", None, "one batch per step"),
+)
+
+#: solo-learn's saved config (``args.json`` beside each of its checkpoints) <-> the recipe: ``solo`` is the key in
+#: solo-learn main's nested layout (1.0.6 and later; what ``export --format solo`` writes), ``flat`` the key in
+#: the argparse namespace before (1.0.2 ... 1.0.5); the rows say which data a probe reads and what the backbone is
+ARGS_JSON = (
+    Row("method", "method", flat="method"),
+    Row("method_kwargs", "method_kwargs", "flat: the method's arguments sit among all the others, unmarked"),
+    Row("backbone.name", "backbone.name", "1.0.3 ... 1.0.5", flat="backbone"),
+    Row("backbone.name", "backbone.name", "1.0.2", flat="encoder"),
+    Row("backbone.kwargs", "backbone.kwargs", "its cifar flag is the ResNet's stem", flat="backbone_args"),
+    Row("data.dataset", "data.dataset", flat="dataset"),
+    Row("data.train_path", "data.train_path", "flat: data_dir / train_dir (flat_data_paths)"),
+    Row("data.val_path", "data.val_path", "flat: data_dir / val_dir (flat_data_paths)"),
+    Row("data.num_workers", "data.num_workers"),
+    Row("data.fraction", "data.fraction"),
+    Row("augmentations.0.crop_size", "augmentations.0.crop_size"),
+    Row("augmentations.0.mean", "augmentations.0.mean"),
+    Row("augmentations.0.std", "augmentations.0.std"),
+)
+
+
+def flat_data_paths(args: dict) -> dict[str, str | None]:
+    """The data paths of a flat ``args.json`` (before 1.0.6): ``data_dir`` joined with ``train_dir`` / ``val_dir``.
+
+    Each is computed from two keys, so code next to :data:`ARGS_JSON`, not a row.
+    """
+    base = Path(args.get("data_dir") or ".")
+    return {"data.train_path": str(base / args["train_dir"]) if args.get("train_dir") else str(base),
+            "data.val_path": str(base / args["val_dir"]) if args.get("val_dir") else None}
+
+
+def args_json_recipe(args: dict) -> dict:
+    """The recipe keys of :data:`ARGS_JSON` that solo-learn's ``args.json`` of any release sets (nested)."""
+    if isinstance(args.get("data"), dict) or isinstance(args.get("backbone"), dict):
+        return recipe_from(ARGS_JSON, args)
+    nested: dict = {}
+    for row in ARGS_JSON:  # the first row of a key that the namespace holds wins (backbone before encoder)
+        if row.flat is not None and args.get(row.flat) is not None and find(nested, row.solo) is None:
+            put(nested, row.solo, args[row.flat])
+    for key, value in flat_data_paths(args).items():
+        if value is not None:
+            put(nested, key, value)
+    return recipe_from(ARGS_JSON, nested)
+
+
+def args_json_of(recipe: dict[str, Any]) -> dict:
+    """solo-learn main's ``args.json`` layout (nested) of ``{recipe key: value}`` (:data:`ARGS_JSON`'s keys)."""
+    args: dict = {}
+    for row in ARGS_JSON:
+        if row.recipe in recipe:
+            put(args, row.solo, recipe[row.recipe])
+    return args

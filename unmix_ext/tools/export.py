@@ -225,13 +225,15 @@ def _trained_method(checkpoint: dict[str, Any], source: Path) -> tuple[str, dict
 
     from unmix_ext.runner.checkpoints import solo_args
     from unmix_ext.runner.rundir import RunDir
+    from unmix_ext.runner.solo_format import args_json_recipe
 
     args = solo_args(source)
-    if args is not None and isinstance(args.get("method"), str):
-        kwargs = args.get("method_kwargs")
+    found = args_json_recipe(args) if args is not None else {}
+    if isinstance(found.get("method"), str):
+        kwargs = found.get("method_kwargs")
         if not isinstance(kwargs, dict):  # before 1.0.6: the method's arguments sit among all the others
             kwargs = {key: args[key] for key in SOLO_REQUIRED_METHOD_KWARGS if key in args}
-        return args["method"], dict(kwargs)
+        return found["method"], dict(kwargs)
     run_dir = RunDir.find(source)
     if run_dir is None:
         raise ExportError(f"{source}: no {ARGS_FILE} beside it and no config.yaml above it says which method trained "
@@ -246,6 +248,7 @@ def solo_args_for(backbone: Backbone, checkpoint: dict[str, Any], source: Path) 
     from solo.methods import METHODS
 
     from unmix_ext.methods.base import UNMIX_SUFFIX
+    from unmix_ext.runner.solo_format import MAIN_DEFAULTS, args_json_of
     from unmix_ext.runner.solo_kwargs import solo_defaults
 
     method, given = _trained_method(checkpoint, source)
@@ -254,19 +257,24 @@ def solo_args_for(backbone: Backbone, checkpoint: dict[str, Any], source: Path) 
     method_kwargs = {key: defaults[key] for key in SOLO_REQUIRED_METHOD_KWARGS if key in defaults}
     method_kwargs.update(given)
     classifier = checkpoint["state_dict"].get("classifier.weight")
-    # solo-learn gives a ResNet the CIFAR stem exactly for its CIFAR datasets
-    dataset = "cifar10" if backbone.cifar_stem else "imagenet"
+    # what the backbone is, in main's keys (ARGS_JSON); solo-learn gives a ResNet the CIFAR stem exactly for its CIFAR
+    # datasets, so the dataset is the stem's
+    described = args_json_of({"method": SOLO_METHOD_STAND_INS.get(method, method), "backbone.name": backbone.encoder,
+                              "backbone.kwargs": dict(backbone.model_kwargs),
+                              "data.dataset": "cifar10" if backbone.cifar_stem else "imagenet"})
+    # the rest are placeholders, not the run's settings: main's commands build the method from a complete config
+    # and use only its backbone (and projector) from it
     return {
-        "name": f"{method}-unmix-ext", "method": SOLO_METHOD_STAND_INS.get(method, method),
-        "backbone": {"name": backbone.encoder, "kwargs": dict(backbone.model_kwargs)},
+        "name": f"{method}-unmix-ext", **described,
         "method_kwargs": method_kwargs,
-        "data": {"dataset": dataset, "num_classes": int(classifier.shape[0]) if classifier is not None else 10,
+        "data": {**described["data"], "num_classes": int(classifier.shape[0]) if classifier is not None else 10,
                  "num_large_crops": 2, "num_small_crops": 0, "train_path": None, "val_path": None,
                  "format": "image_folder", "fraction": -1.0, "no_labels": False},
         "optimizer": {"name": "sgd", "batch_size": 256, "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-4,
                       "kwargs": {}, "exclude_bias_n_norm_wd": False},
-        "scheduler": {"name": "none", "lr_decay_steps": None, "min_lr": 0.0, "warmup_start_lr": 3e-5,
-                      "warmup_epochs": 0, "interval": "step"},
+        "scheduler": {"name": "none", "lr_decay_steps": None, "min_lr": 0.0,
+                      "warmup_start_lr": MAIN_DEFAULTS["scheduler.warmup_start_lr"], "warmup_epochs": 0,
+                      "interval": "step"},
         "momentum": {"base_tau": 0.99, "final_tau": 1.0, "classifier": False},
         "knn_eval": {"enabled": False, "k": 20, "distance_func": "euclidean"},
         "performance": {"disable_channel_last": False},

@@ -39,10 +39,11 @@ from unmix_ext.runner.checkpoints import ARGS_FILE, read_backbone, solo_args
 from unmix_ext.runner.config import Config, config_from_dict, config_to_dict
 from unmix_ext.runner.evaluate import extract_features
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint
-from unmix_ext.runner.linear import solo_split_folders
+from unmix_ext.runner.linear import probe_method, solo_split_folders
 from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 from unmix_ext.runner.smoke import CROP, EVAL_IMAGES, WORKERS
+from unmix_ext.runner.solo_format import LINEAR_YAML, args_json_recipe, find, linear_lr, recipe_from
 
 #: the datasets solo-learn's evaluation scripts name (``custom``: an ImageFolder)
 SOLO_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
@@ -107,7 +108,7 @@ def data_config(pretrained: Pretrained, *, dataset: str | None, train_data_path:
         recipe = OmegaConf.to_container(OmegaConf.load(pretrained.run_dir.config))
         recipe["augmentations"] = recipe["augmentations"][:1]
     else:
-        recipe = {"method": (pretrained.args or {}).get("method") or "unknown", "augmentations": [{}]}
+        recipe = {"method": args_json_recipe(pretrained.args or {}).get("method") or "unknown", "augmentations": [{}]}
     data = recipe.setdefault("data", {})
     if dataset is not None and dataset != data.get("dataset"):
         # another dataset: its own crop side and normalisation, not the run's
@@ -336,31 +337,13 @@ LINEAR_KEYS = {
 #: what solo-learn's linear evaluation can do that the probe here cannot: key -> the value it must keep
 LINEAR_NOT_HERE = {"finetune": False, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "auto_augment": False,
                    "optimizer.layer_decay": 0.0, "optimizer.name": "sgd", "resume_from_checkpoint": None}
-#: keys of solo-learn's linear config that this probe accepts and does not use, by section or key, and why
-LINEAR_IGNORED = {
-    "checkpoint.enabled": "the probe writes no checkpoint, only results.json",
-    "checkpoint.frequency": "the probe writes no checkpoint", "checkpoint.keep_prev": "the probe writes no checkpoint",
-    "auto_resume": "a probe is not resumed; rerunning it trains it again",
-    "performance": "channels-last memory order is the recipe key channels_last",
-    "dali": "the images are read by torchvision's readers",
-    "data.format": "the images are read by torchvision's readers (dali: the same folders)",
-    "backbone.kwargs": "the backbone is the checkpoint's, built as its own files say",
-    "optimizer.kwargs": "the probe's SGD has momentum 0.9, as solo-learn's default",
-    "optimizer.exclude_bias_n_norm_wd": "the probe has one linear layer",
-    "scheduler.min_lr": "solo-learn 1.0.2's probe schedules to 0", "scheduler.warmup_start_lr": "no warm-up",
-    "scheduler.warmup_epochs": "no warm-up", "scheduler.interval": "the probe's lr moves once per epoch",
-    "accumulate_grad_batches": "one batch per step",
-}
 LINEAR_RESULTS = "results.json"
 
 
 def _ignored_keys(raw: dict[str, Any]) -> dict[str, str]:
-    """The keys ``raw`` sets that the probe does not use, each with why (:data:`LINEAR_IGNORED`)."""
-    found = {}
-    for key, why in LINEAR_IGNORED.items():
-        if _select(raw, key) is not None:
-            found[key] = why
-    return found
+    """The keys ``raw`` sets that the probe does not use, each with why (the rows of :data:`LINEAR_YAML` without a
+    recipe key)."""
+    return {row.solo: row.note for row in LINEAR_YAML if row.recipe is None and find(raw, row.solo) is not None}
 
 
 def _check_linear_keys(raw: dict[str, Any]) -> None:
@@ -379,52 +362,23 @@ def _check_linear_keys(raw: dict[str, Any]) -> None:
 
     walk(raw, "")
     for key, kept in LINEAR_NOT_HERE.items():
-        value = _select(raw, key)
+        value = find(raw, key)
         if value is not None and value != kept:
             raise EvaluationError(f"{key}: {value!r} is not done by this linear probe (a frozen backbone, SGD with "
                                   f"momentum, plain cross-entropy); remove it or set it to {kept!r}")
 
 
-def _select(raw: dict[str, Any], key: str) -> Any:
-    """The value at dotted ``key`` of nested mappings, or None."""
-    node: Any = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def linear_recipe(raw: dict[str, Any]) -> dict[str, Any]:
-    """Our recipe for solo-learn's linear config ``raw``: its data, probe settings (``eval.linear``, the lr scaled
-    by ``batch_size * devices * num_nodes / 256`` as solo-learn scales it) and Lightning keys."""
-    from unmix_ext.runner.builder import ssl_methods
-
-    data, optimizer, scheduler = raw.get("data") or {}, raw.get("optimizer") or {}, raw.get("scheduler") or {}
-    devices = raw.get("devices", 1)
-    device_count = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
-    batch_size = optimizer.get("batch_size", 256)
-    lr = optimizer.get("lr", 0.1) * batch_size * device_count * raw.get("num_nodes", 1) / 256
-    augmentations = data.get("augmentations") or {}
-    method = raw.get("pretrain_method")
-    recipe = {
-        "name": raw.get("name") or "linear",
-        # the probe never builds the method; the schema wants one, so a method solo-learn 1.0.2 lacks reads as simclr
-        "method": method if method in ssl_methods() else "simclr",
-        "backbone": {"name": (raw.get("backbone") or {}).get("name", "resnet18")},
-        "data": solo_split_folders({key: data[key] for key in ("dataset", "train_path", "val_path", "num_workers",
-                                                               "fraction") if data.get(key) is not None}),
-        "augmentations": [{key: augmentations[key] for key in ("crop_size", "mean", "std") if key in augmentations}],
-        "eval": {"knn": {"enabled": False}, "linear": {
-            "max_epochs": raw.get("max_epochs", 100), "lr": lr, "batch_size": batch_size,
-            "weight_decay": optimizer.get("weight_decay", 0.0), "scheduler": scheduler.get("name", "step"),
-            "lr_decay_steps": scheduler.get("lr_decay_steps") or [60, 80]}},
-        "checkpoint": {key: value for key, value in (raw.get("checkpoint") or {}).items() if key == "dir"},
-        "wandb": raw.get("wandb") or {},
-    }
-    for key in ("devices", "accelerator", "strategy", "precision", "sync_batchnorm", "num_nodes", "seed", "scale"):
-        if raw.get(key) is not None:
-            recipe[key] = raw[key]
+    """Our recipe for solo-learn's linear config ``raw``, read through :data:`LINEAR_YAML`: its data, probe
+    settings (``eval.linear``, the lr scaled by ``batch_size * devices * num_nodes / 256`` as solo-learn scales it)
+    and Lightning keys."""
+    recipe = recipe_from(LINEAR_YAML, raw)
+    recipe["method"] = probe_method(recipe.get("method"))
+    recipe["data"] = solo_split_folders(recipe.get("data", {}))
+    recipe.setdefault("augmentations", [{}])
+    recipe["eval"]["knn"] = {"enabled": False}  # the probe scores the linear classifier only
+    linear = recipe["eval"]["linear"]
+    linear["lr"] = linear_lr(linear["lr"], linear["batch_size"], raw.get("devices", 1), raw.get("num_nodes", 1))
     return recipe
 
 
