@@ -478,13 +478,16 @@ def _linear_yaml(folder: Path, dataset: str) -> Path:
 def test_main_linear_takes_solo_learns_command_line_on_its_checkpoint_and_ours(written, our_run, tmp_path, capsys):
     from unmix_ext.main_linear import main as linear_main
 
-    # solo-learn's CIFAR-stem checkpoint with a CIFAR config; our smoke run's ImageNet stem with an ImageNet one
-    for checkpoint, dataset in ((written[("main", True, True)].path, "cifar10"),
-                                (our_run / "checkpoints" / "last.ckpt", "imagenet100")):
+    # solo-learn's CIFAR-stem checkpoint with a CIFAR config; our smoke run's ImageNet stem with an ImageNet one,
+    # fine-tuned with mixup, cutmix and label smoothing (solo-learn main's options, through Lightning)
+    for checkpoint, dataset, options in (
+            (written[("main", True, True)].path, "cifar10", []),
+            (our_run / "checkpoints" / "last.ckpt", "imagenet100",
+             ["finetune=true", "mixup=0.8", "cutmix=1.0", "label_smoothing=0.1"])):
         yaml_file = _linear_yaml(tmp_path / "scripts" / "linear" / dataset, dataset)
         assert linear_main(["--config-path", str(yaml_file.parent), "--config-name", "byol.yaml",
                             f"pretrained_feature_extractor={checkpoint}", "max_epochs=1", "optimizer.batch_size=8",
-                            f"data.train_path={tmp_path / 'absent'}", "--scale", "smoke"]) == 0
+                            f"data.train_path={tmp_path / 'absent'}", "--scale", "smoke", *options]) == 0
         printed = capsys.readouterr().out
         results = json.loads(Path(printed.rsplit("wrote ", 1)[1].strip()).read_text())
         assert results["pretrained_feature_extractor"] == str(checkpoint.resolve())
@@ -512,7 +515,10 @@ def test_main_linear_refuses_what_it_cannot_do_in_one_line(written, tmp_path, ca
     checkpoint = written[("main", False, False)].path
     base = ["--config-path", str(yaml_file.parent), "--config-name", "byol", f"pretrained_feature_extractor={checkpoint}"]
     for extra, expected in (([], "data.dataset: solo-learn gives a ResNet the CIFAR stem exactly for cifar10"),
-                            (["mixup=0.8"], "mixup: 0.8 is not done by this linear probe"),
+                            (["auto_augment=true"], "auto_augment: True is not done by this linear probe"),
+                            (["label_smoothing=1.0"], "label_smoothing (eval.linear.label_smoothing here): must be "
+                                                      "below 1, got 1"),
+                            (["cutmix=-1"], "cutmix (eval.linear.cutmix here): must be >= 0"),
                             (["optimizer.lrr=1"], "optimizer.lrr: not a key of solo-learn's linear config; did you "
                                                   "mean lr?"),
                             (["pretrained_feature_extractor=None"], "pretrained_feature_extractor: 'None' is not"),

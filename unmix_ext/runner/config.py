@@ -157,6 +157,10 @@ def _increasing_epochs(steps: list[int]) -> str | None:
     return "must be a non-empty, strictly increasing list of epochs >= 1"
 
 
+def _below_one(value: float) -> str | None:
+    return None if value < 1 else "must be below 1"
+
+
 def _positive_numbers(values: list[float]) -> str | None:
     return None if values and all(v > 0 for v in values) else "must be a non-empty list of numbers > 0"
 
@@ -361,7 +365,12 @@ class Wandb:
 
 @dataclass
 class LinearEval:
-    """Linear probe on frozen features after pre-training (solo-learn's defaults)."""
+    """Linear probe on frozen features after pre-training (solo-learn's defaults).
+
+    solo-learn main's options, all off by default: ``finetune`` trains the backbone with the classifier;
+    ``mixup`` / ``cutmix`` (Beta alphas, > 0 turns one on) mix each training batch with timm's ``Mixup``;
+    ``label_smoothing`` (in [0, 1)) smooths the training targets (within the mixed ones when mixing).
+    """
 
     enabled: bool = True
     max_epochs: int = _field(100, ge=1)
@@ -370,6 +379,10 @@ class LinearEval:
     scheduler: str = _field("step", choices=SCHEDULERS)
     lr_decay_steps: Optional[List[int]] = _field(factory=lambda: [60, 80], check=_increasing_epochs)
     weight_decay: float = _field(0.0, ge=0)
+    finetune: bool = False
+    mixup: float = _field(0.0, ge=0)
+    cutmix: float = _field(0.0, ge=0)
+    label_smoothing: float = _field(0.0, ge=0, check=_below_one)
 
 
 @dataclass
@@ -900,6 +913,10 @@ RUN_CONTROL_KEYS = ("auto_resume", "checkpoint", "nan_guard", "wandb")
 #: :func:`config_hash` too, so a recipe hashes as it did before the schema took them
 UNUSED_KEYS = ("dali", *LEFTOVER_KEYS)
 
+#: ``eval.linear`` keys the schema took later (solo-learn main's probe options): left out of :func:`config_hash`
+#: at their defaults, so a recipe that leaves them alone keeps the run directory it had before
+LATER_LINEAR_KEYS = ("finetune", "mixup", "cutmix", "label_smoothing")
+
 
 def config_hash(cfg: Config) -> str:
     """12 hex digits of the sha256 of the canonical resolved config, without :data:`RUN_CONTROL_KEYS`
@@ -909,5 +926,9 @@ def config_hash(cfg: Config) -> str:
     """
     left_out = (*RUN_CONTROL_KEYS, *UNUSED_KEYS)
     trained = {key: value for key, value in config_to_dict(cfg).items() if key not in left_out}
+    linear, defaults = trained["eval"]["linear"], LinearEval()
+    for key in LATER_LINEAR_KEYS:
+        if linear[key] == getattr(defaults, key):
+            del linear[key]
     canonical = json.dumps(trained, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

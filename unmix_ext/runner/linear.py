@@ -4,8 +4,10 @@ solo-learn's ``LinearModel`` (SGD with momentum 0.9, no LARS) trains on the
 ``train`` split with solo-learn's classification augmentation and is scored on
 the ``val`` split without augmentation; ``eval.linear`` sets epochs, lr,
 schedule (``step`` at ``lr_decay_steps`` epochs, x0.1 each, or ``cosine``...),
-batch size (per device) and weight decay. Accuracies are in percent, from the
-last epoch's validation.
+batch size (per device) and weight decay, and solo-learn main's ``finetune``
+(the backbone trains too), ``mixup`` / ``cutmix`` and ``label_smoothing``
+(:class:`LinearProbe`). Accuracies are in percent, from the last epoch's
+validation.
 
 As a command, on a checkpoint a run wrote::
 
@@ -24,10 +26,13 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
+from solo.methods.linear import LinearModel
+from unmix_ext.patches.topk_few_classes import _accuracies
 from unmix_ext.runner.builder import build_method, ssl_methods
 from unmix_ext.runner.checkpoints import ARGS_FILE, backbone_weights, read_backbone, solo_args
 from unmix_ext.runner.config import Config, ConfigError
@@ -55,10 +60,78 @@ LINEAR_KEYS = ("eval.linear.", "data.dataset", "data.train_path", "data.val_path
                "accelerator", "strategy", "precision", "deterministic")
 
 
+class LinearProbe(LinearModel):
+    """solo-learn 1.0.2's ``LinearModel`` with solo-learn main's training options.
+
+    ``finetune``: the backbone trains too (gradients, train mode, its parameters in the optimizer as a second group
+    with the classifier's lr, weight decay and schedule); else it stays frozen and in eval mode, as in 1.0.2.
+    ``mixup``: timm's ``Mixup`` or None, (images (B, 3, S, S), labels (B,)) -> (mixed images, soft targets
+    (B, classes)), applied to the training batches only. ``loss``: (logits (B, classes), targets) -> the training
+    loss. Validation is plain cross-entropy on the unmixed images, as in both releases.
+    """
+
+    def __init__(self, *args: Any, finetune: bool = False, mixup: Any = None, loss: nn.Module | None = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.finetune, self.mixup, self.loss = finetune, mixup, loss if loss is not None else nn.CrossEntropyLoss()
+        self.backbone.requires_grad_(finetune)
+
+    def forward(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            feats = self.backbone(X)
+        return {"logits": self.classifier(feats), "feats": feats}
+
+    def configure_optimizers(self) -> Any:
+        configured = super().configure_optimizers()  # the classifier's parameters only
+        if self.finetune:
+            optimizer = configured if isinstance(configured, torch.optim.Optimizer) else configured[0][0]
+            # the backbone joins at the classifier's current lr; a scheduler built already follows it from base_lrs
+            optimizer.add_param_group({"params": list(self.backbone.parameters()),
+                                       "lr": optimizer.param_groups[0]["lr"], "initial_lr": self.lr})
+            for scheduler in configured[1] if isinstance(configured, tuple) else ():
+                scheduler.base_lrs.append(self.lr)
+        return configured
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if not self.finetune:
+            self.backbone.eval()
+        images, targets = batch
+        if self.mixup is not None:
+            # timm's batch-mode Mixup pairs image i with image B-1-i, so it needs an even batch: the odd one out of
+            # a last partial batch is left out (solo-learn drops that whole batch)
+            even = images.size(0) // 2 * 2
+            if even == 0:
+                return None
+            images, targets = self.mixup(images[:even], targets[:even])
+        logits = self(images)["logits"]
+        log = {"train_loss": self.loss(logits, targets)}
+        if self.mixup is None:  # no accuracy against soft targets
+            log["train_acc1"], log["train_acc5"] = _accuracies(logits, targets)
+        self.log_dict(log, on_epoch=True, sync_dist=True)
+        return log["train_loss"]
+
+
+def training_loss(lin: Any, classes: int) -> tuple[Any, nn.Module]:
+    """``(mixup, loss)`` for :class:`LinearProbe` from ``eval.linear``, as solo-learn main's ``main_linear.py``
+    chooses them: mixing (timm's ``Mixup``, which also smooths its soft targets) with soft-target cross-entropy;
+    else label-smoothing cross-entropy; else plain cross-entropy."""
+    from timm.data.mixup import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if lin.mixup > 0 or lin.cutmix > 0:
+        mixup = Mixup(mixup_alpha=lin.mixup, cutmix_alpha=lin.cutmix, label_smoothing=lin.label_smoothing,
+                      num_classes=classes)
+        return mixup, SoftTargetCrossEntropy()
+    if lin.label_smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing=lin.label_smoothing)
+    return None, nn.CrossEntropyLoss()
+
+
 def linear_protocol(
     cfg: Config, backbone: nn.Module, train: LabelledDataset, val: LabelledDataset, plan: DevicePlan, run_dir: RunDir
 ) -> dict[str, float]:
-    """Trains solo-learn's LinearModel on ``backbone`` (frozen from here on) and scores it.
+    """Trains a :class:`LinearProbe` on ``backbone`` (frozen from here on unless ``eval.linear.finetune``) and
+    scores it.
 
     Args:
         cfg: the recipe (``eval.linear``, devices, precision, loaders).
@@ -70,13 +143,13 @@ def linear_protocol(
     Returns:
         ``{"linear_top1": float, "linear_top5": float}`` (percent).
     """
-    from solo.methods.linear import LinearModel
-
     lin = cfg.eval.linear
-    model = LinearModel(
+    mixup, loss = training_loss(lin, num_classes(val))
+    model = LinearProbe(
         backbone=backbone, num_classes=num_classes(val), max_epochs=lin.max_epochs, batch_size=lin.batch_size,
         optimizer="sgd", lars=False, lr=lin.lr, weight_decay=lin.weight_decay, exclude_bias_n_norm=False,
         extra_optimizer_args={"momentum": 0.9}, scheduler=lin.scheduler, lr_decay_steps=lin.lr_decay_steps,
+        finetune=lin.finetune, mixup=mixup, loss=loss,
     )
     train_loader = eval_loader(train, cfg, lin.batch_size, shuffle=True)
     trainer = linear_trainer(cfg, plan, run_dir, len(train_loader))

@@ -245,6 +245,7 @@ LINEAR_YAML = (
     Row("data.augmentations.mean", "augmentations.0.mean"),
     Row("data.augmentations.std", "augmentations.0.std"),
     *LINEAR_EVAL,
+    *(Row(key, f"eval.linear.{key}") for key in ("finetune", "mixup", "cutmix", "label_smoothing")),
     Row("checkpoint.dir", "checkpoint.dir"),
     Row("wandb", "wandb"),
     *(Row(key, key) for key in ("devices", "accelerator", "strategy", "precision", "sync_batchnorm", "num_nodes",

@@ -36,14 +36,14 @@ from torch import nn
 from unmix_ext.errors import CommandError
 from unmix_ext.knn import topk_accuracy, weighted_knn_scores
 from unmix_ext.runner.checkpoints import ARGS_FILE, read_backbone, solo_args
-from unmix_ext.runner.config import Config, config_from_dict, config_to_dict
+from unmix_ext.runner.config import Config, ConfigError, config_from_dict, config_to_dict
 from unmix_ext.runner.evaluate import extract_features
 from unmix_ext.runner.files import atomic_write, atomic_write_text, read_checkpoint
 from unmix_ext.runner.linear import probe_method, solo_split_folders
 from unmix_ext.runner.pipeline import eval_loader, eval_transform, load_split
 from unmix_ext.runner.rundir import RunDir, newest_checkpoint_in
 from unmix_ext.runner.smoke import CROP, EVAL_IMAGES, WORKERS
-from unmix_ext.runner.solo_format import LINEAR_YAML, args_json_recipe, find, linear_lr, recipe_from
+from unmix_ext.runner.solo_format import LINEAR_YAML, args_json_recipe, by_column, find, linear_lr, recipe_from
 
 #: the datasets solo-learn's evaluation scripts name (``custom``: an ImageFolder)
 SOLO_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
@@ -335,8 +335,8 @@ LINEAR_KEYS = {
     "performance": {"disable_channel_last"},
 }
 #: what solo-learn's linear evaluation can do that the probe here cannot: key -> the value it must keep
-LINEAR_NOT_HERE = {"finetune": False, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "auto_augment": False,
-                   "optimizer.layer_decay": 0.0, "optimizer.name": "sgd", "resume_from_checkpoint": None}
+LINEAR_NOT_HERE = {"auto_augment": False, "optimizer.layer_decay": 0.0, "optimizer.name": "sgd",
+                   "resume_from_checkpoint": None}
 LINEAR_RESULTS = "results.json"
 
 
@@ -364,8 +364,8 @@ def _check_linear_keys(raw: dict[str, Any]) -> None:
     for key, kept in LINEAR_NOT_HERE.items():
         value = find(raw, key)
         if value is not None and value != kept:
-            raise EvaluationError(f"{key}: {value!r} is not done by this linear probe (a frozen backbone, SGD with "
-                                  f"momentum, plain cross-entropy); remove it or set it to {kept!r}")
+            raise EvaluationError(f"{key}: {value!r} is not done by this linear probe (SGD with momentum, "
+                                  f"solo-learn's classification augmentation); remove it or set it to {kept!r}")
 
 
 def linear_recipe(raw: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +380,14 @@ def linear_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     linear = recipe["eval"]["linear"]
     linear["lr"] = linear_lr(linear["lr"], linear["batch_size"], raw.get("devices", 1), raw.get("num_nodes", 1))
     return recipe
+
+
+def _in_linear_terms(err: ConfigError) -> ConfigError:
+    """``err`` (one line, ``<recipe key>: ...``) naming first the linear YAML's key that :data:`LINEAR_YAML` reads
+    into that recipe key, where there is one."""
+    key, sep, rest = str(err).partition(": ")
+    solo = by_column(LINEAR_YAML, "recipe", "solo").get(key)
+    return ConfigError(f"{solo} ({key} here): {rest}") if solo and sep else err
 
 
 def _quoted_path(override: str) -> str:
@@ -427,7 +435,10 @@ def main_linear(target: str | None = None, config_path: str | None = None, confi
         raise EvaluationError(f"pretrained_feature_extractor: {extractor!r} is not a checkpoint file; give "
                               "pretrained_feature_extractor=PATH.ckpt")
     checkpoint = Path(str(extractor))
-    smoke = effective(config_from_dict(linear_recipe(raw)))
+    try:
+        smoke = effective(config_from_dict(linear_recipe(raw)))
+    except ConfigError as err:
+        raise _in_linear_terms(err) from None
     cfg = smoke.cfg
     backbone = read_backbone(checkpoint, "online")
     named = (raw.get("backbone") or {}).get("name")
