@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from unmix_ext.patches._core import function_patch
 
 
-def _accuracies(logits, targets):
+def top1_top5(logits, targets):
+    """Top-1 and top-min(5, classes) accuracy of (N, classes) ``logits`` against (N,) ``targets``, in percent."""
     from solo.utils.metrics import accuracy_at_k
 
     return accuracy_at_k(logits, targets, top_k=(1, min(5, logits.size(1))))
@@ -25,7 +26,7 @@ def shared_step(self, batch, batch_idx):
     """LinearModel: (images (N, C, H, W), targets (N,)) -> (N, loss, acc@1, acc@min(5, classes))."""
     images, targets = batch
     logits = self(images)["logits"]
-    acc1, acc5 = _accuracies(logits, targets)
+    acc1, acc5 = top1_top5(logits, targets)
     return images.size(0), F.cross_entropy(logits, targets), acc1, acc5
 
 
@@ -34,7 +35,7 @@ def _shared_step_momentum(self, X, targets):
     out = self.base_momentum_forward(X)
     if self.momentum_classifier is not None:
         logits = self.momentum_classifier(out["feats"])
-        acc1, acc5 = _accuracies(logits, targets)
+        acc1, acc5 = top1_top5(logits, targets)
         loss = F.cross_entropy(logits, targets, ignore_index=-1)
         out.update({"logits": logits, "loss": loss, "acc1": acc1, "acc5": acc5})
     return out

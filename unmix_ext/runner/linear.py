@@ -32,7 +32,7 @@ from torch import nn
 
 import unmix_ext.methods  # noqa: F401  (patches solo-learn, registers the Un-Mix variants)
 from solo.methods.linear import LinearModel
-from unmix_ext.patches.topk_few_classes import _accuracies
+from unmix_ext.patches.topk_few_classes import top1_top5
 from unmix_ext.runner.builder import build_method, ssl_methods
 from unmix_ext.runner.checkpoints import ARGS_FILE, backbone_weights, read_backbone, solo_args
 from unmix_ext.runner.config import Config, ConfigError
@@ -106,7 +106,7 @@ class LinearProbe(LinearModel):
         logits = self(images)["logits"]
         log = {"train_loss": self.loss(logits, targets)}
         if self.mixup is None:  # no accuracy against soft targets
-            log["train_acc1"], log["train_acc5"] = _accuracies(logits, targets)
+            log["train_acc1"], log["train_acc5"] = top1_top5(logits, targets)
         self.log_dict(log, on_epoch=True, sync_dist=True)
         return log["train_loss"]
 
