@@ -108,18 +108,40 @@ def test_epochs_override_reaches_both_runs():
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
-def test_the_demo_trains_in_32_bit_where_the_cpu_would_emulate_bf16(native, monkeypatch, capsys):
+def test_the_demo_trains_in_32_bit_where_the_cpu_would_emulate_bf16(native, monkeypatch):
     monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: native)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     recipes = [demo.demo_config(path, []) for path in (*demo.RECIPES, *demo.LONG_RECIPES)]
     assert {cfg.precision for cfg in recipes} == {"bf16-mixed"}
     overrides = demo.precision_overrides(recipes[0])
-    printed = capsys.readouterr().out
     if native:
-        assert overrides == [] and printed == ""
+        assert overrides == []
         return
-    assert overrides == ["precision=32-true"] and printed.count("\n") == 1 and "32-true" in printed
+    assert overrides == ["precision=32-true"]
     assert {demo.demo_config(path, overrides).precision for path in (*demo.RECIPES, *demo.LONG_RECIPES)} == {"32-true"}
+
+
+def test_the_32_bit_estimate_grows_with_what_the_demo_trains(monkeypatch):
+    monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+    def runs(recipes, seeds, overrides=()):
+        return [demo.demo_config(path, ["precision=32-true", f"seed={seed}", *overrides])
+                for path in recipes for seed in range(seeds)]
+
+    minutes = demo.estimated_minutes_in_32_true
+    default = minutes(runs(demo.RECIPES, 2))
+    # the default: measured with bf16, times the measured slowdown; it was to fit 15 minutes with bf16
+    assert 15 < default < 15 * demo.SLOWDOWN_32_TRUE
+    assert minutes(runs(demo.RECIPES, 4)) > default > minutes(runs(demo.RECIPES, 1)) > minutes([])
+    assert minutes(runs(demo.LONG_RECIPES, 2)) > 4 * default  # 10 epochs of all images
+    assert minutes(runs(demo.RECIPES, 2, ["max_epochs=9"])) > minutes(runs(demo.RECIPES, 2, ["max_epochs=1"]))
+    # an Un-Mix run costs more than its base run: its mixture takes one more forward and backward pass
+    simclr, unmix = (minutes([cfg]) for cfg in runs(demo.RECIPES, 1))
+    assert unmix > simclr
+    line = demo.thirty_two_bit_line(demo.demo_config(demo.RECIPES[0], []), runs(demo.RECIPES, 2))
+    assert "\n" not in line and "no bf16 instructions" in line and "32-true" in line
+    assert f"about {default:.0f} minutes" in line and "4 run(s)" in line
 
 
 @pytest.mark.parametrize("recipe", [demo.RECIPES[0], demo.LONG_RECIPES[0]], ids=["default", "long"])
@@ -502,6 +524,31 @@ def test_real_views_are_what_the_pretraining_loader_serves_in_unit_range(augment
     cfg = _fake_recipe(tmp_path, f"data.augment={augment}")
     views = demo.real_views(cfg, 4 * demo.MIX_PAIRS)
     assert views.shape == (4 * demo.MIX_PAIRS, 3, 28, 28) and 0.0 <= views.min() and views.max() <= 1.0
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_without_bf16_instructions_the_demo_says_how_long_in_one_line_before_it_starts(
+        native, tmp_path, stubbed_demo, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "cpu_has_bf16_instructions", lambda: native)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    ran, _ = stubbed_demo
+    precisions, train = [], demo.run
+    monkeypatch.setattr(demo, "run", lambda cfg, recipe: precisions.append(cfg.precision) or train(cfg, recipe))
+    demo.demo(out=tmp_path / "out", seeds=2)
+    printed = capsys.readouterr().out.splitlines()
+    estimates = [line for line in printed if "which takes about" in line]
+    assert set(precisions) == {"bf16-mixed" if native else "32-true"} and len(ran) == 4
+    if native:
+        assert estimates == []
+        return
+    first = demo.demo_config(demo.RECIPES[0], []).seed
+    runs = [demo.demo_config(path, ["precision=32-true", f"seed={seed}"]) for path in demo.RECIPES
+            for seed in (first, first + 1)]
+    assert estimates == [printed[0]]  # once, before the first run's heading
+    assert f"about {demo.estimated_minutes_in_32_true(runs):.0f} minutes" in printed[0]
+    ran.clear()
+    demo.demo(out=tmp_path / "out", seeds=2, reuse=True)  # every run finished: nothing to train, nothing to wait for
+    assert ran == [] and f"about {demo.estimated_minutes_in_32_true([]):.0f} minutes" in capsys.readouterr().out
 
 
 def test_reuse_scores_the_finished_runs_of_the_same_config_and_trains_the_rest(tmp_path, stubbed_demo, capsys):

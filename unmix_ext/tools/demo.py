@@ -96,6 +96,18 @@ CLASSES = 10
 #: the demo's linear probe: full-batch L-BFGS iterations and L2 penalty (per weight, on standardised features)
 LINEAR_STEPS = 100
 LINEAR_WEIGHT_DECAY = 1e-4
+#: Fashion-MNIST's training images: the scoring bank, and what ``data.fraction`` takes a share of
+TRAIN_IMAGES = 60_000
+#: :func:`estimated_minutes_in_32_true`'s measurements, on 2-core AMD EPYC hosts on 2026-12-01/02: trained in
+#: 32-true on one with AVX2 only, the demo ran about 3.5 times slower than in bf16 on one with AVX512-BF16 (simclr
+#: 207 against 733 images/s, simclr_unmix 136 against 495); everything but the training (each run's start and
+#: per-epoch validation, the scoring, the figure) took 8 min 10 s there for 4 runs and the references, 98 s a part
+SLOWDOWN_32_TRUE = 3.5
+OTHER_SECONDS_32_TRUE = 98.0
+#: each demo run's training speed in 32-true on that 2-core AVX2-only host, images/s, by recipe name, as measured
+#: there (make demo; make demo LONG=1)
+IMAGES_PER_S_32_TRUE = {"demo-simclr": 207.0, "demo-simclr_unmix": 136.0,
+                        "demo-simclr-long": 266.0, "demo-simclr_unmix-long": 197.0}
 TABLE_TITLE = "Fashion-MNIST, top-1 (%) on the official test split (10,000 images); a small CPU budget, not a reproduction"
 # --------------------------------------------------------------------------- #
 # Data
@@ -192,12 +204,31 @@ def demo_config(recipe: Path, overrides: Sequence[str]) -> Config:
 def precision_overrides(cfg: Config) -> list[str]:
     """``["precision=32-true"]`` where ``cfg``'s bf16 would be emulated on this CPU (see
     :func:`unmix_ext.runner.trainer.cpu_has_bf16_instructions`), else ``[]``: the demo's budget is a
-    few minutes on whichever CPU runs it, and emulated bf16 is about 20 times slower than fp32."""
-    notice = emulated_bf16_notice(cfg, device_plan(cfg))
-    if notice is None:
-        return []
-    print(f"{notice}; the demo trains and scores in 32-true", flush=True)
-    return ["precision=32-true"]
+    few minutes on whichever CPU runs it, and emulated bf16 is about 20 times slower than fp32.
+    :func:`thirty_two_bit_line` says so, with how long it will take."""
+    return [] if emulated_bf16_notice(cfg, device_plan(cfg)) is None else ["precision=32-true"]
+
+
+def estimated_minutes_in_32_true(runs: Sequence[Config]) -> float:
+    """The demo's wall time (minutes) in 32-true on 2 cores without bf16 instructions, estimated for ``runs``,
+    the configs it will train (demo recipes, named in :data:`IMAGES_PER_S_32_TRUE`): each run's images
+    (``data.fraction`` of the training images, ``max_epochs`` times) at its recipe's speed there, plus
+    :data:`OTHER_SECONDS_32_TRUE` per run and once for the references."""
+    seconds = OTHER_SECONDS_32_TRUE
+    for cfg in runs:
+        images = round(TRAIN_IMAGES * cfg.data.fraction) * cfg.max_epochs
+        seconds += images / IMAGES_PER_S_32_TRUE[cfg.name] + OTHER_SECONDS_32_TRUE
+    return seconds / 60
+
+
+def thirty_two_bit_line(cfg: Config, runs: Sequence[Config]) -> str:
+    """The one line printed before the demo starts where :func:`precision_overrides` moved it to 32-true:
+    the runner's notice (``cfg`` asks for bf16), the switch, and :func:`estimated_minutes_in_32_true` of ``runs``."""
+    notice = emulated_bf16_notice(cfg, device_plan(cfg)) or f"unmix_ext: precision {cfg.precision}"
+    minutes = estimated_minutes_in_32_true(runs)
+    return (f"{notice}; the demo trains and scores in 32-true, which takes about {minutes:.0f} minutes on 2 cores "
+            f"for its {len(runs)} run(s) (estimated: this CPU kind trained the demo {SLOWDOWN_32_TRUE:g} times "
+            "slower than one with bf16 instructions)")
 
 
 @dataclass(frozen=True)
@@ -585,11 +616,15 @@ def demo(epochs: int | None = None, out: Path = Path("results"), seeds: int = DE
     if epochs is not None:
         overrides.append(f"max_epochs={epochs}")
     first_cfg = demo_config(recipes[0], overrides)
-    overrides += precision_overrides(first_cfg)
+    in_32_true = precision_overrides(first_cfg)
+    overrides += in_32_true
     first = first_cfg.seed
     seed_list = [first + i for i in range(seeds)]
     # every configuration checked before the first trains
     configs = [[demo_config(recipe, [*overrides, f"seed={seed}"]) for seed in seed_list] for recipe in recipes]
+    if in_32_true:
+        to_train = [cfg for per_seed in configs for cfg in per_seed if not (reuse and finished_run(cfg))]
+        print(thirty_two_bit_line(first_cfg, to_train), flush=True)
     base = configs[0][0]
     data = scoring_set(base)
     runs: list[dict[str, Any]] = []
