@@ -249,7 +249,7 @@ def run_rows(table: Table, configs: Sequence[Config], mode: str = "run") -> list
     """
     results: list[dict[str, Any] | None] = []
     for row, cfg in zip(table.rows, configs):
-        done = saved_results(as_run(cfg).cfg)
+        done = None if mode == "run" else saved_results(as_run(cfg).cfg)  # a training row reads nothing first
         if mode == "render" or (mode == "resume" and done is not None):
             results.append(done)
             continue
