@@ -192,7 +192,7 @@ def _checkpoint_of(target: Path) -> Path:
         run_dir = RunDir(target.resolve())
         if not run_dir.config.is_file():
             raise ConfigError(f"checkpoint: {target} holds no config.yaml; give a run directory or a .ckpt in one")
-        found = run_dir.last_checkpoint if run_dir.last_checkpoint.is_file() else run_dir.newest_checkpoint()
+        found = run_dir.final_checkpoint()
         if found is None:
             raise ConfigError(f"checkpoint: {target} has no checkpoint in {run_dir.checkpoints}; was "
                               "checkpoint.enabled false for that run?")

@@ -51,15 +51,6 @@ class RunDir:
                 return cls(folder)
         return None
 
-    @classmethod
-    def holding(cls, checkpoint: Path) -> RunDir:
-        """:meth:`find`, raising ConfigError where there is none."""
-        found = cls.find(checkpoint)
-        if found is not None:
-            return found
-        raise ConfigError(f"checkpoint: no config.yaml next to {checkpoint} or above it; "
-                          "was it written by python -m unmix_ext.run?")
-
     @property
     def config(self) -> Path:
         return self.path / "config.yaml"
@@ -95,6 +86,10 @@ class RunDir:
     def newest_checkpoint(self) -> Path | None:
         """The most recently written complete ``*.ckpt`` of the run, or None."""
         return newest_checkpoint_in(self.checkpoints)
+
+    def final_checkpoint(self) -> Path | None:
+        """The checkpoint holding the run's latest weights: ``last.ckpt``, else the newest one, else None."""
+        return self.last_checkpoint if self.last_checkpoint.is_file() else self.newest_checkpoint()
 
     def metrics_log(self, stage: str) -> Path | None:
         """The CSV log (``metrics.csv``) of the newest ``stage`` (``pretrain``, ``linear``) attempt, or None."""

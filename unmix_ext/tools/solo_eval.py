@@ -77,8 +77,7 @@ def find_pretrained(folder: str | Path) -> Pretrained:
         raise EvaluationError(f"--pretrained_checkpoint_dir: {folder} is not a folder")
     run_dir = RunDir(folder) if RunDir(folder).config.is_file() else None
     if run_dir is not None:
-        last = run_dir.last_checkpoint
-        checkpoint = last if last.is_file() else run_dir.newest_checkpoint()
+        checkpoint = run_dir.final_checkpoint()
         if checkpoint is None:
             raise EvaluationError(f"--pretrained_checkpoint_dir: run directory {folder} has no checkpoint in "
                                   f"{run_dir.checkpoints}")
