@@ -9,9 +9,10 @@ import torch
 from unmix_ext.backbones import CHECKPOINT_ENTRY, build_timm_encoder
 from unmix_ext.tools.export import backbone_from_export, export
 
-# two timm families: a narrow ResNet-18 with solo's CIFAR stem, and a ConvNeXt
+# two timm families: a narrow ResNet-18 with solo's CIFAR stem (narrowed too: the momentum encoder and
+# the export must rebuild it so), and a ConvNeXt
 TIMM_CASES = [
-    ("byol_unmix", "timm/resnet18", {"cifar": True, "channels": [16, 32, 64, 128]}),
+    ("byol_unmix", "timm/resnet18", {"cifar": True, "stem_width": 16, "channels": [16, 32, 64, 128]}),
     ("simclr_unmix", "timm/convnext_atto", {"cifar": False}),
 ]
 
@@ -63,10 +64,34 @@ def test_stride_two_cifar_stem_halves_the_side_without_max_pool():
     assert sides == [14]  # the standard stem gives 7, solo's stride-1 stem 30
 
 
+@pytest.mark.parametrize("channels, projected", [(16, False), (32, True)])
+def test_cifar_stem_width_narrows_the_stem_and_feeds_the_first_block(channels, projected):
+    model = build_timm_encoder("timm/resnet18", cifar=True, stem_width=channels, channels=[16, 32, 64, 128],
+                               layers=[1, 1, 1, 1])
+    first = model.layer1[0]
+    assert model.conv1.out_channels == model.bn1.num_features == first.conv1.in_channels == channels
+    # a projection only where the stem's channels differ from the block's output (16)
+    assert (first.downsample is not None) == projected
+    if projected:
+        assert first.downsample[0].in_channels == channels and first.downsample[0].out_channels == 16
+    assert model.eval()(torch.randn(2, 3, 28, 28)).shape == (2, 128)
+    default = build_timm_encoder("timm/resnet18", cifar=True, channels=[16, 32, 64, 128], layers=[1, 1, 1, 1])
+    assert default.conv1.out_channels == 64  # timm's plain stem, as before
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in default.parameters())
+
+
+def test_cifar_stem_width_feeds_a_bottleneck():
+    model = build_timm_encoder("timm/resnet50", cifar=True, stem_width=32)
+    assert model.layer1[0].conv1.in_channels == model.layer1[0].downsample[0].in_channels == 32
+    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 2048)
+
+
 @pytest.mark.parametrize("encoder, kwargs, message", [
     ("timm/resnet19", {}, r"encoder: 'timm/resnet19' is not a timm model; did you mean timm/resnet1"),
     ("timm/convnext_atto", {"cifar": True}, r"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool"),
     ("timm/resnet18", {"stem_stride": 2}, r"stem_stride: 1 or 2, and 2 with cifar: true only"),
+    ("timm/resnet18", {"stem_width": 16}, r"stem_width: timm's plain stem is 64 channels whatever it says"),
+    ("timm/resnet18", {"cifar": True, "stem_width": 0}, r"stem_width: a number of channels >= 1, got 0"),
 ])
 def test_bad_timm_encoders_are_one_line(encoder, kwargs, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -47,11 +47,15 @@ def unknown_timm_model(encoder: str) -> str | None:
     return f"{encoder!r} is not a timm model{hint}"
 
 
-def use_cifar_stem(model: nn.Module, stride: int = 1) -> nn.Module:
+def use_cifar_stem(model: nn.Module, stride: int = 1, width: int | None = None) -> nn.Module:
     """Replaces a ResNet-style stem by solo-learn's CIFAR stem, in place; returns ``model``.
 
     ``stride`` 2 (``stem_stride: 2``) halves the side instead, still without max-pool: a 28 px
     image gives the first stage 14x14 maps (the standard stem gives 7x7, solo's 30x30).
+    ``width`` (``stem_width``): the stem's output channels, else the model's (64 for timm's plain
+    stem, whatever its ``stem_width``); the first block then takes that many channels, with a
+    1x1 projection only where they differ from its output's. At stride 1 the stem's maps are the
+    largest in the network, so a narrow network spends most of its step there unless it is narrowed too.
 
     Raises:
         ValueError: the model has no plain ``conv1`` convolution and ``maxpool`` to replace.
@@ -61,19 +65,37 @@ def use_cifar_stem(model: nn.Module, stride: int = 1) -> nn.Module:
         raise ValueError(f"cifar: the CIFAR stem replaces a ResNet's conv1 and maxpool; {type(model).__name__} "
                          "has no such stem (set backbone.kwargs.cifar: false, or size the model for small "
                          "images through its own arguments, e.g. img_size and patch_size for a ViT)")
-    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=stride,
+    width = width or conv.out_channels
+    model.conv1 = nn.Conv2d(conv.in_channels, width, kernel_size=3, stride=stride,
                             padding=2 if stride == 1 else 1, bias=False)
     model.maxpool = nn.Identity()
+    if width != conv.out_channels:
+        model.bn1 = nn.BatchNorm2d(width)
+        _first_block_takes(model.layer1[0], width)
     return model
 
 
-def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, **kwargs: Any) -> nn.Module:
+def _first_block_takes(block: nn.Module, channels: int) -> None:
+    """Rebuilds a ResNet block's input side (``conv1``, ``downsample``) for ``channels`` input channels."""
+    first = block.conv1
+    block.conv1 = nn.Conv2d(channels, first.out_channels, kernel_size=first.kernel_size, stride=first.stride,
+                            padding=first.padding, bias=False)
+    out_channels = block.downsample[0].out_channels if block.downsample is not None else channels
+    block.downsample = None if channels == out_channels and first.stride == (1, 1) else nn.Sequential(
+        nn.Conv2d(channels, out_channels, kernel_size=1, stride=first.stride, bias=False), nn.BatchNorm2d(out_channels))
+
+
+def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, stem_width: int | None = None,
+                       **kwargs: Any) -> nn.Module:
     """The timm model ``encoder`` names, without its classifier (forward gives (B, num_features)).
 
     ``stem_stride`` (1 or 2): the stride of the CIFAR stem's convolution, with ``cifar`` only.
+    ``stem_width``: the CIFAR stem's channels (:func:`use_cifar_stem`); without ``cifar``, timm's own
+    argument, which only its deep stems (``stem_type``) read: a plain stem is refused rather than left at 64.
 
     Raises:
-        ValueError: timm has no such model, ``cifar`` on a model without a ResNet stem, or a bad ``stem_stride``.
+        ValueError: timm has no such model, ``cifar`` on a model without a ResNet stem, a bad ``stem_stride``,
+            or ``stem_width`` where nothing would read it.
     """
     import timm
 
@@ -83,8 +105,17 @@ def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, 
     if stem_stride not in (1, 2) or (stem_stride != 1 and not cifar):
         raise ValueError(f"stem_stride: 1 or 2, and 2 with cifar: true only (the CIFAR stem's stride); got "
                          f"{stem_stride!r} with cifar: {cifar}")
-    model = timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
-    return use_cifar_stem(model, stem_stride) if cifar else model
+    if stem_width is not None and (not isinstance(stem_width, int) or stem_width < 1):
+        raise ValueError(f"stem_width: a number of channels >= 1, got {stem_width!r}")
+    if cifar:
+        return use_cifar_stem(timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs),
+                              stem_stride, stem_width)
+    if stem_width is not None and not kwargs.get("stem_type"):
+        raise ValueError("stem_width: timm's plain stem is 64 channels whatever it says; set cifar: true (the CIFAR "
+                         "stem takes it) or a deep stem_type")
+    if stem_width is not None:
+        kwargs["stem_width"] = stem_width
+    return timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
 
 
 #: the entry of a training checkpoint that names its timm encoder, ``{"name": "timm/<model>", "kwargs": {...}}``
