@@ -323,9 +323,14 @@ def test_note_says_which_reference_is_not_beaten():
     beaten = demo.table_note(_rows(85.0, 86.0, spread=0.5))
     assert "simclr beats every reference on kNN and linear probe, by 3.2 points or more." in beaten  # 85 - 81.8
     short = demo.table_note(_rows(81.0, 86.0, spread=0.5))
-    assert ("simclr does not beat raw pixels (reference) on kNN (-0.8) and linear probe (-0.8); it beats untrained "
-            "backbone (reference) on both, by 11.0 points or more." in short)  # 81 - 70
+    assert ("simclr beats untrained backbone (reference) on both, by 11.0 points or more; does not beat raw pixels "
+            "(reference) on kNN (-0.8) or linear probe (-0.8)." in short)  # 81 - 70; 81 - 81.8 and 83 - 83.8
     assert "simclr beats every reference" not in short and "simclr_unmix beats every reference" in short
+    rows = _rows(80.8, 86.0, spread=0.5)
+    rows[0]["linear_top1"] = (84.8, 0.5)  # raw pixels: 81.8 kNN, 83.8 linear
+    split = demo.table_note(rows)
+    assert ("simclr beats untrained backbone (reference) on both, by 10.8 points or more; beats raw pixels "
+            "(reference) on linear probe (+1.0) but not on kNN (-1.0)." in split)
 
 
 def test_raw_pixel_reference_scores_one_channel_of_the_normalised_images(tmp_path):

@@ -318,7 +318,7 @@ def main_umap(pretrained_checkpoint_dir: str, batch_size: int, output_dir: str |
 
 #: the keys of solo-learn main's linear YAML (``scripts/linear/<dataset>/<method>.yaml`` and the defaults its
 #: ``solo/args/linear.py`` adds), by section; ``scale`` is ours
-LINEAR_KEYS = {
+LINEAR_YAML_KEYS = {
     "": {"name", "pretrained_feature_extractor", "pretrain_method", "backbone", "data", "optimizer", "scheduler",
          "checkpoint", "auto_resume", "wandb", "max_epochs", "devices", "accelerator", "strategy", "precision",
          "sync_batchnorm", "num_nodes", "finetune", "mixup", "cutmix", "label_smoothing", "auto_augment", "seed",
@@ -349,14 +349,14 @@ def _check_linear_keys(raw: dict[str, Any]) -> None:
     import difflib
 
     def walk(section: dict[str, Any], path: str) -> None:
-        allowed = LINEAR_KEYS[path]
+        allowed = LINEAR_YAML_KEYS[path]
         for key, value in section.items():
             full = f"{path}.{key}" if path else key
             if key not in allowed:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(sorted(allowed))}"
                 raise EvaluationError(f"{full}: not a key of solo-learn's linear config; {hint}")
-            if full in LINEAR_KEYS and isinstance(value, dict):
+            if full in LINEAR_YAML_KEYS and isinstance(value, dict):
                 walk(value, full)
 
     walk(raw, "")
