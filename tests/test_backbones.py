@@ -103,3 +103,18 @@ def test_solo_encoders_are_built_as_before(build_method):
     model = build_method("simclr")
     assert model.encoder_name == "resnet18" and not hasattr(model, "timm_encoder")
     assert model.encoder.conv1.padding == (2, 2)  # solo's own CIFAR stem
+
+
+@pytest.mark.parametrize("override, message", [
+    ("backbone.kwargs.foo=1", r"^backbone\.kwargs\.foo: timm/resnet18 does not take it \(ResNet\.__init__\(\) got an "),
+    ("backbone.kwargs.stem_stride=3", r"^backbone\.kwargs\.stem_stride: 1 or 2, and 2 with cifar: true only"),
+    ("backbone.kwargs.stem_width=0", r"^backbone\.kwargs\.stem_width: a number of channels >= 1, got 0"),
+])
+def test_timm_backbone_kwargs_are_refused_when_the_recipe_loads(override, message):
+    from unmix_ext.recipes import ROOT
+    from unmix_ext.runner.config import ConfigError
+    from unmix_ext.runner.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match=message) as err:
+        load_recipe(ROOT / "demo" / "simclr.yaml", [override])  # a timm/resnet18 recipe
+    assert "\n" not in str(err.value)

@@ -25,11 +25,12 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import re
 from typing import Any
 
 import torch
 
-from unmix_ext.backbones import is_timm_name, is_vit_name, timm_model_name, unknown_timm_model
+from unmix_ext.backbones import build_timm_encoder, is_timm_name, is_vit_name, timm_model_name, unknown_timm_model
 from unmix_ext.methods import UNMIX_SUFFIX
 from unmix_ext.runner.config import LEFTOVER_KEYS, Config, ConfigError, Dali, check_method_name, resolved_method
 from unmix_ext.runner.data import DATASETS
@@ -250,6 +251,7 @@ def check_method(cfg: Config) -> None:
         reason = unknown_timm_model(cfg.backbone.name)
         if reason is not None:
             raise ConfigError(f"backbone.name: {reason}")
+        _check_timm_kwargs(cfg)
     elif cfg.backbone.name not in supported:
         close = difflib.get_close_matches(cfg.backbone.name, supported, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -262,6 +264,22 @@ def check_method(cfg: Config) -> None:
     _optimizer_args(cfg, world_size=1)
     _momentum_args(cfg, cls)
     _check_method_kwargs(cfg, cls)
+
+
+def _check_timm_kwargs(cfg: Config) -> None:
+    """Builds the timm backbone on the meta device (no memory, milliseconds): ``backbone.kwargs`` that
+    :func:`unmix_ext.backbones.build_timm_encoder` refuses, or that the model does not take, are one line here
+    rather than a trace from inside timm when the run starts."""
+    args = backbone_args(cfg)
+    try:
+        with torch.device("meta"):
+            build_timm_encoder(cfg.backbone.name, **args)
+    except ValueError as err:  # ours: "<key>: <why>"
+        raise ConfigError(f"backbone.kwargs.{err}") from None
+    except TypeError as err:  # timm's constructor: "... got an unexpected keyword argument 'foo'"
+        named = re.search(r"keyword argument '(\w+)'", str(err))
+        key = f".{named.group(1)}" if named else ""
+        raise ConfigError(f"backbone.kwargs{key}: {cfg.backbone.name} does not take it ({err})") from None
 
 
 def solo_method_kwargs(cfg: Config, num_classes: int, world_size: int = 1) -> dict[str, Any]:
