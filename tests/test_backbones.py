@@ -118,3 +118,8 @@ def test_timm_backbone_kwargs_are_refused_when_the_recipe_loads(override, messag
     with pytest.raises(ConfigError, match=message) as err:
         load_recipe(ROOT / "demo" / "simclr.yaml", [override])  # a timm/resnet18 recipe
     assert "\n" not in str(err.value)
+
+
+def test_stem_width_reaches_timms_own_deep_stem():
+    model = build_timm_encoder("timm/resnet18", stem_type="deep", stem_width=16)
+    assert model.conv1[0].out_channels == 16  # timm's deep stem: 16, 16, then 32 channels

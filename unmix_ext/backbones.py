@@ -107,15 +107,13 @@ def build_timm_encoder(encoder: str, cifar: bool = False, stem_stride: int = 1, 
                          f"{stem_stride!r} with cifar: {cifar}")
     if stem_width is not None and (not isinstance(stem_width, int) or stem_width < 1):
         raise ValueError(f"stem_width: a number of channels >= 1, got {stem_width!r}")
-    if cifar:
-        return use_cifar_stem(timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs),
-                              stem_stride, stem_width)
-    if stem_width is not None and not kwargs.get("stem_type"):
-        raise ValueError("stem_width: timm's plain stem is 64 channels whatever it says; set cifar: true (the CIFAR "
-                         "stem takes it) or a deep stem_type")
-    if stem_width is not None:
+    if stem_width is not None and not cifar:
+        if not kwargs.get("stem_type"):
+            raise ValueError("stem_width: timm's plain stem is 64 channels whatever it says; set cifar: true (the "
+                             "CIFAR stem takes it) or a deep stem_type")
         kwargs["stem_width"] = stem_width
-    return timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
+    model = timm.create_model(timm_model_name(encoder), pretrained=False, num_classes=0, **kwargs)
+    return use_cifar_stem(model, stem_stride, stem_width) if cifar else model
 
 
 #: the entry of a training checkpoint that names its timm encoder, ``{"name": "timm/<model>", "kwargs": {...}}``
